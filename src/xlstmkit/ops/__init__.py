@@ -1,0 +1,23 @@
+"""Pure tensor functions: the mLSTM and sLSTM math, no modules, no config."""
+
+from .mlstm import (
+    MLSTMState,
+    mlstm,
+    mlstm_chunkwise,
+    mlstm_parallel,
+    mlstm_recurrent,
+    mlstm_step,
+)
+from .slstm import SLSTMState, slstm_sequence, slstm_step
+
+__all__ = [
+    "MLSTMState",
+    "SLSTMState",
+    "mlstm",
+    "mlstm_chunkwise",
+    "mlstm_parallel",
+    "mlstm_recurrent",
+    "mlstm_step",
+    "slstm_sequence",
+    "slstm_step",
+]

@@ -1,0 +1,345 @@
+"""The mLSTM cell (matrix memory, covariance update) in three computation forms that give the same function.
+
+Notation (Beck et al. 2024, eqs. 19-27, stabilised as in App. A.2/A.3):
+
+    log f_t = logsigmoid(f~_t)       (or f~_t for the exp forget gate)
+    m_t     = max(log f_t + m_{t-1}, i~_t)                      stabiliser, carries no gradient
+    C_t     = exp(log f_t + m_{t-1} - m_t) C_{t-1} + exp(i~_t - m_t) k_t v_t^T
+    n_t     = exp(log f_t + m_{t-1} - m_t) n_{t-1} + exp(i~_t - m_t) k_t
+    h_t     = C_t^T q_t / (max(|n_t^T q_t|, exp(-m_t)) + eps)
+
+with keys scaled by DQK ** -0.5. C and n are the paper's states times exp(-m), so exp(-m) is the stabilised form of
+the paper's lower bound 1. Every form starts from the same state (C, n, m) = (0, 0, 0) unless `initial_state` is
+given, and unrolls the stabiliser the same way, m_t = max(b_t + m_0, max_{j<=t} b_t - b_j + i~_j) with
+b_t = sum_{s<=t} log f_s, so that all forms agree to rounding, including in the eps term.
+
+Shapes: q, k (B, NH, S, DQK); v (B, NH, S, DV); i, f (B, NH, S). State C (B, NH, DQK, DV), n (B, NH, DQK),
+m (B, NH). Arithmetic runs in float32 (float64 if the inputs are float64); h comes back in v's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ForgetGate = Literal["sigmoid", "exp"]
+
+
+class MLSTMState(NamedTuple):
+    """Recurrent state of an mLSTM head group, in stabilised coordinates."""
+
+    C: Tensor  # (B, NH, DQK, DV) matrix memory
+    n: Tensor  # (B, NH, DQK) normaliser
+    m: Tensor  # (B, NH) stabiliser (log scale of C and n)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# shared pieces
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the recurrence is computed and stored in: float32, or float64 for float64 inputs."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def log_forget(f: Tensor, forget_gate: ForgetGate) -> Tensor:
+    """log f_t for the sigmoid (default) or exponential forget gate, from the pre-activation f~_t."""
+    if forget_gate == "sigmoid":
+        return F.logsigmoid(f)
+    if forget_gate == "exp":
+        return f
+    raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {forget_gate!r}")
+
+
+def zero_state(B: int, NH: int, DQK: int, DV: int, *, dtype=torch.float32, device=None) -> MLSTMState:
+    """The empty memory (C, n, m) = (0, 0, 0) that every form starts from by default."""
+    return MLSTMState(
+        torch.zeros(B, NH, DQK, DV, dtype=dtype, device=device),
+        torch.zeros(B, NH, DQK, dtype=dtype, device=device),
+        torch.zeros(B, NH, dtype=dtype, device=device),
+    )
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, step: bool = False) -> None:
+    """Clear errors for wrong ranks, shapes or dtypes (shapes only: no look at tensor values)."""
+    names = ("q", "k", "v", "i", "f")
+    for name, t in zip(names, (q, k, v, i, f)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    lead = "(B, NH)" if step else "(B, NH, S)"
+    if not step and q.dim() == 4 and q.shape[2] < 1:
+        raise ValueError(f"q, k, v, i, f must hold at least one time step (S >= 1), got S = {q.shape[2]}")
+    rank = 3 if step else 4
+    if q.dim() != rank:
+        raise ValueError(f"q must have shape {lead[:-1]}, DQK), got shape {tuple(q.shape)}")
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}")
+    if v.dim() != rank or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f"v must have shape {lead[:-1]}, DV) = {tuple(q.shape[:-1])} + (DV,), got {tuple(v.shape)}")
+    for name, t in (("i", i), ("f", f)):
+        if t.shape != q.shape[:-1]:
+            raise ValueError(f"{name} must have shape {lead} = {tuple(q.shape[:-1])}, got {tuple(t.shape)}")
+
+
+def _prepare_state(initial_state, B: int, NH: int, DQK: int, DV: int, dtype, device) -> MLSTMState:
+    if initial_state is None:
+        return zero_state(B, NH, DQK, DV, dtype=dtype, device=device)
+    if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 3:
+        raise TypeError("initial_state must be a tuple (C, n, m)")
+    C, n, m = initial_state
+    for name, t, shape in (("C", C, (B, NH, DQK, DV)), ("n", n, (B, NH, DQK)), ("m", m, (B, NH))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"initial_state {name} must have shape {shape}, got {tuple(t.shape)}")
+    return MLSTMState(C.to(dtype), n.to(dtype), m.to(dtype))
+
+
+def _denominator(qn: Tensor, m: Tensor, eps: float) -> Tensor:
+    """max(|n^T q|, exp(-m)) + eps: the stabilised form of the paper's max(|n^T q|, 1)."""
+    return torch.maximum(qn.abs(), torch.exp(-m)) + eps
+
+
+def _segsum(x: Tensor) -> Tensor:
+    """out[..., i, j] = sum_{j < s <= i} x[..., s] for i >= j, -inf above the diagonal.
+
+    Summing each segment directly (rather than differencing one long cumsum) keeps the log forget products exact
+    when the cumulative sum grows large in magnitude.
+    """
+    L = x.shape[-1]
+    xx = x.unsqueeze(-1).expand(*x.shape, L)  # (..., L(s), L(j)) = x_s
+    strict = torch.ones(L, L, dtype=torch.bool, device=x.device).tril(-1)
+    xx = xx.masked_fill(~strict, 0.0)
+    out = xx.cumsum(dim=-2)  # (..., i, j) = sum_{j < s <= i} x_s
+    return out.masked_fill(~strict.logical_or(torch.eye(L, dtype=torch.bool, device=x.device)), float("-inf"))
+
+
+def _parallel_core(
+    q: Tensor,  # (..., L, DQK)
+    k: Tensor,  # (..., L, DQK), already scaled
+    v: Tensor,  # (..., L, DV)
+    logf: Tensor,  # (..., L)
+    i: Tensor,  # (..., L)
+    C0: Tensor,  # (..., DQK, DV)
+    n0: Tensor,  # (..., DQK)
+    m0: Tensor,  # (...)
+    eps: float,
+    with_state: bool,
+) -> tuple[Tensor, MLSTMState | None]:
+    """The quadratic form over L positions that start from the state (C0, n0, m0).
+
+    Used whole for `mlstm_parallel` and, batched over chunks, as the intra-chunk part of `mlstm_chunkwise`.
+    """
+    b = logf.cumsum(-1)  # (..., L): log decay of the initial state up to each position
+    log_d = _segsum(logf) + i.unsqueeze(-2)  # (..., L, L): log weight of key j at query i
+    m_init = b + m0.unsqueeze(-1)  # (..., L)
+    m = torch.maximum(log_d.amax(-1), m_init).detach()  # (..., L)
+    d = torch.exp(log_d - m.unsqueeze(-1))  # (..., L, L)
+    w0 = torch.exp(m_init - m)  # (..., L): weight of the initial state at each position
+    scores = (q @ k.transpose(-1, -2)) * d  # (..., L, L)
+    num = scores @ v + w0.unsqueeze(-1) * (q @ C0)  # (..., L, DV)
+    qn = scores.sum(-1) + w0 * (q @ n0.unsqueeze(-1)).squeeze(-1)  # (..., L)
+    h = num / _denominator(qn, m, eps).unsqueeze(-1)
+    if not with_state:
+        return h, None
+    w_last = d[..., -1, :].unsqueeze(-1) * k  # (..., L, DQK): keys weighted into the final state
+    C = w0[..., -1, None, None] * C0 + w_last.transpose(-1, -2) @ v
+    n = w0[..., -1, None] * n0 + w_last.sum(-2)
+    return h, MLSTMState(C, n, m[..., -1])
+
+
+def _begin(q, k, v, i, f, initial_state, forget_gate, step=False):
+    """Validate, upcast to the state dtype, scale the keys and take log forget gates."""
+    _check_inputs(q, k, v, i, f, step=step)
+    dt = state_dtype(v.dtype)
+    B, NH, DQK, DV = q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]
+    state = _prepare_state(initial_state, B, NH, DQK, DV, dt, q.device)
+    qf, kf, vf = q.to(dt), k.to(dt) * (DQK**-0.5), v.to(dt)
+    return qf, kf, vf, i.to(dt), log_forget(f.to(dt), forget_gate), state
+
+
+def _finish(h: Tensor, out_dtype: torch.dtype, state: MLSTMState | None, return_state: bool):
+    h = h.to(out_dtype)
+    return (h, state) if return_state else h
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the three forms
+
+
+def mlstm_parallel(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    *,
+    initial_state: tuple[Tensor, Tensor, Tensor] | None = None,
+    return_state: bool = False,
+    eps: float = 1e-6,
+    forget_gate: ForgetGate = "sigmoid",
+) -> Tensor | tuple[Tensor, MLSTMState]:
+    """Quadratic (S x S) form: the reference for short sequences. Memory O(S^2) per head."""
+    qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, initial_state, forget_gate)
+    h, state = _parallel_core(qf, kf, vf, logf, i_, st.C, st.n, st.m, eps, with_state=return_state)
+    return _finish(h, v.dtype, state, return_state)
+
+
+def mlstm_chunkwise(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    *,
+    initial_state: tuple[Tensor, Tensor, Tensor] | None = None,
+    return_state: bool = False,
+    eps: float = 1e-6,
+    forget_gate: ForgetGate = "sigmoid",
+    chunk_size: int = 64,
+) -> Tensor | tuple[Tensor, MLSTMState]:
+    """Chunkwise-parallel form: a recurrence over chunk states, quadratic only inside a chunk.
+
+    Time O(S * chunk_size), memory linear in S. Any S: the full chunks are processed together, a last partial chunk
+    runs the same intra-chunk computation on its own length (no padding).
+    """
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, initial_state, forget_gate)
+    B, NH, S, DQK = qf.shape
+    DV = vf.shape[-1]
+    L = chunk_size
+    NC = S // L
+    full = NC * L
+    outs = []
+    if NC > 0:
+        # (B, NH, NC, L, .) views of the full chunks
+        qc = qf[:, :, :full].reshape(B, NH, NC, L, DQK)
+        kc = kf[:, :, :full].reshape(B, NH, NC, L, DQK)
+        vc = vf[:, :, :full].reshape(B, NH, NC, L, DV)
+        lfc = logf[:, :, :full].reshape(B, NH, NC, L)
+        ic = i_[:, :, :full].reshape(B, NH, NC, L)
+        starts = _chunk_start_states(kc, vc, lfc, ic, st)
+        h_full, _ = _parallel_core(qc, kc, vc, lfc, ic, starts.C[:, :, :NC], starts.n[:, :, :NC], starts.m[:, :, :NC],
+                                   eps, with_state=False)
+        outs.append(h_full.reshape(B, NH, full, DV))
+        st = MLSTMState(starts.C[:, :, NC], starts.n[:, :, NC], starts.m[:, :, NC])
+    if full < S:
+        sl = slice(full, S)
+        h_tail, tail_state = _parallel_core(qf[:, :, sl], kf[:, :, sl], vf[:, :, sl], logf[:, :, sl], i_[:, :, sl],
+                                            st.C, st.n, st.m, eps, with_state=return_state)
+        outs.append(h_tail)
+        if return_state:
+            st = tail_state
+    h = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return _finish(h, v.dtype, st, return_state)
+
+
+def _chunk_start_states(
+    kc: Tensor,  # (B, NH, NC, L, DQK), scaled
+    vc: Tensor,  # (B, NH, NC, L, DV)
+    lfc: Tensor,  # (B, NH, NC, L)
+    ic: Tensor,  # (B, NH, NC, L)
+    initial: MLSTMState,
+) -> MLSTMState:
+    """The state before each chunk and after the last: C (B, NH, NC+1, DQK, DV), n (.., NC+1, DQK), m (.., NC+1)."""
+    NC = kc.shape[2]
+    b = lfc.cumsum(-1)
+    g = b[..., -1]  # (B, NH, NC): log forget product over the whole chunk
+    a = g.unsqueeze(-1) - b + ic  # (B, NH, NC, L): log weight of each position in the chunk's end state
+    m_loc = a.amax(-1).detach()  # (B, NH, NC)
+    kw = kc * torch.exp(a - m_loc.unsqueeze(-1)).unsqueeze(-1)  # (B, NH, NC, L, DQK)
+    C_loc = kw.transpose(-1, -2) @ vc  # (B, NH, NC, DQK, DV): the chunk's own contribution, scale exp(m_loc)
+    n_loc = kw.sum(-2)  # (B, NH, NC, DQK)
+    Cs, ns, ms = [initial.C], [initial.n], [initial.m]
+    C, n, m = initial
+    for c in range(NC):
+        m_new = torch.maximum(g[:, :, c] + m, m_loc[:, :, c])
+        decay = torch.exp(g[:, :, c] + m - m_new)  # (B, NH)
+        scale = torch.exp(m_loc[:, :, c] - m_new)
+        C = decay[..., None, None] * C + scale[..., None, None] * C_loc[:, :, c]
+        n = decay[..., None] * n + scale[..., None] * n_loc[:, :, c]
+        m = m_new
+        Cs.append(C)
+        ns.append(n)
+        ms.append(m)
+    return MLSTMState(torch.stack(Cs, 2), torch.stack(ns, 2), torch.stack(ms, 2))
+
+
+def mlstm_step(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    state: tuple[Tensor, Tensor, Tensor] | None = None,
+    *,
+    eps: float = 1e-6,
+    forget_gate: ForgetGate = "sigmoid",
+) -> tuple[Tensor, MLSTMState]:
+    """One time step. q, k (B, NH, DQK); v (B, NH, DV); i, f (B, NH). Returns h (B, NH, DV) and the new state."""
+    qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, state, forget_gate, step=True)
+    h, new = _step_core(qf, kf, vf, i_, logf, st, eps)
+    return h.to(v.dtype), new
+
+
+def _step_core(q, k, v, i, logf, st: MLSTMState, eps: float) -> tuple[Tensor, MLSTMState]:
+    C, n, m = st
+    m_new = torch.maximum(logf + m, i).detach()  # (B, NH)
+    fp = torch.exp(logf + m - m_new)[..., None]
+    ip = torch.exp(i - m_new)[..., None]
+    n = fp * n + ip * k  # (B, NH, DQK)
+    C = fp[..., None] * C + (ip * k).unsqueeze(-1) * v.unsqueeze(-2)  # (B, NH, DQK, DV)
+    num = (q.unsqueeze(-2) @ C).squeeze(-2)  # (B, NH, DV)
+    qn = (q * n).sum(-1)
+    h = num / _denominator(qn, m_new, eps).unsqueeze(-1)
+    return h, MLSTMState(C, n, m_new)
+
+
+def mlstm_recurrent(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    *,
+    initial_state: tuple[Tensor, Tensor, Tensor] | None = None,
+    return_state: bool = False,
+    eps: float = 1e-6,
+    forget_gate: ForgetGate = "sigmoid",
+) -> Tensor | tuple[Tensor, MLSTMState]:
+    """Step-by-step form: the literal recurrence, one step per position. O(S) time, O(1) state."""
+    qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, initial_state, forget_gate)
+    hs = []
+    for t in range(qf.shape[2]):
+        h, st = _step_core(qf[:, :, t], kf[:, :, t], vf[:, :, t], i_[:, :, t], logf[:, :, t], st, eps)
+        hs.append(h)
+    return _finish(torch.stack(hs, dim=2), v.dtype, st, return_state)
+
+
+MLSTM_FORMS = {"parallel": mlstm_parallel, "chunkwise": mlstm_chunkwise, "recurrent": mlstm_recurrent}
+
+
+def mlstm(q, k, v, i, f, *, form: str = "chunkwise", chunk_size: int = 64, **kwargs):
+    """Dispatch to one of the forms by name ('parallel', 'chunkwise', 'recurrent')."""
+    if form not in MLSTM_FORMS:
+        raise ValueError(f"form must be one of {sorted(MLSTM_FORMS)}, got {form!r}")
+    if form == "chunkwise":
+        kwargs["chunk_size"] = chunk_size
+    return MLSTM_FORMS[form](q, k, v, i, f, **kwargs)
+
+
+__all__ = [
+    "MLSTMState",
+    "mlstm",
+    "mlstm_parallel",
+    "mlstm_chunkwise",
+    "mlstm_recurrent",
+    "mlstm_step",
+    "zero_state",
+    "log_forget",
+    "state_dtype",
+]
