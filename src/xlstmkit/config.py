@@ -1,0 +1,193 @@
+"""`xLSTMConfig`: the paper's xLSTM language model (Beck et al. 2024), validated once, at construction.
+
+Every derived size (inner dimension, head dimensions, feed-forward width, the positions of sLSTM blocks) is a
+property computed here and nowhere else. The config is frozen: use `cfg.replace(...)` for a changed copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_PATTERN = re.compile(r"^\s*xLSTM\s*\[\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
+FORMS = ("chunkwise", "parallel", "recurrent")
+SLSTM_BIAS_INITS = ("powerlaw_blockdependent", "small_init", "standard", "zeros")
+
+
+def round_up(x: float, multiple: int) -> int:
+    """Smallest multiple of `multiple` that is >= x (the official up-projection rounding rule)."""
+    return int(math.ceil(x / multiple) * multiple)
+
+
+def parse_block_pattern(pattern: str, num_blocks: int) -> tuple[int, ...]:
+    """Positions of the sLSTM blocks for the paper's ratio notation "xLSTM[a:b]" (a mLSTM : b sLSTM blocks).
+
+    The number of sLSTM blocks is round(num_blocks * b / (a + b)), placed at evenly spaced positions (the centre of
+    each of the equal segments), so that "xLSTM[1:1]" with 2 blocks is mLSTM then sLSTM, as in the paper's configs,
+    "xLSTM[1:0]" has none and "xLSTM[0:1]" is all sLSTM.
+    """
+    match = _PATTERN.match(pattern) if isinstance(pattern, str) else None
+    if match is None:
+        raise ValueError(f"block_pattern must look like 'xLSTM[a:b]' (e.g. 'xLSTM[7:1]'), got {pattern!r}")
+    a, b = int(match.group(1)), int(match.group(2))
+    if a + b == 0:
+        raise ValueError(f"block_pattern {pattern!r} has no blocks: a and b cannot both be 0")
+    n_s = int(round(num_blocks * b / (a + b)))
+    return tuple(int((j + 0.5) * num_blocks / n_s) for j in range(n_s))
+
+
+@dataclass(frozen=True)
+class xLSTMConfig:
+    """The xLSTM language model of the NeurIPS paper: mLSTM blocks (pre up-projection) and sLSTM blocks (post
+    up-projection with a gated GeLU feed-forward), residual, pre-LayerNorm.
+
+    The block pattern is given either as `slstm_at` (0-based block indices, or "all") or as `block_pattern` in the
+    paper's notation "xLSTM[a:b]"; neither means all mLSTM.
+    """
+
+    vocab_size: int = 256
+    embedding_dim: int = 128
+    num_blocks: int = 4
+    block_pattern: str | None = None
+    slstm_at: tuple[int, ...] | str | None = None
+    # mLSTM blocks
+    mlstm_num_heads: int = 4
+    mlstm_proj_factor: float = 2.0
+    qkv_proj_blocksize: int = 4
+    mlstm_conv_kernel: int = 4
+    mlstm_form: str = "chunkwise"
+    chunk_size: int = 64
+    mlstm_eps: float = 1e-6
+    # sLSTM blocks
+    slstm_num_heads: int = 4
+    slstm_conv_kernel: int = 4
+    slstm_bias_init: str = "powerlaw_blockdependent"
+    ffn_proj_factor: float = 1.3
+    # both
+    forget_gate: str = "sigmoid"
+    round_up_to: int = 64
+    norm_eps: float = 1e-5
+    bias: bool = False
+    dropout: float = 0.0
+    embedding_dropout: bool = False
+    add_post_blocks_norm: bool = True
+    tie_weights: bool = False
+
+    def __post_init__(self) -> None:
+        positive = ("vocab_size", "embedding_dim", "num_blocks", "mlstm_num_heads", "slstm_num_heads",
+                    "qkv_proj_blocksize", "chunk_size", "round_up_to")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("mlstm_conv_kernel", "slstm_conv_kernel"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 disables the convolution), got {value!r}")
+        if self.mlstm_conv_kernel == 0:
+            raise ValueError("mlstm_conv_kernel must be >= 1: the mLSTM block's q and k come from its convolution")
+        for name in ("mlstm_proj_factor", "ffn_proj_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.forget_gate not in ("sigmoid", "exp"):
+            raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {self.forget_gate!r}")
+        if self.mlstm_form not in FORMS:
+            raise ValueError(f"mlstm_form must be one of {FORMS}, got {self.mlstm_form!r}")
+        if self.slstm_bias_init not in SLSTM_BIAS_INITS:
+            raise ValueError(f"slstm_bias_init must be one of {SLSTM_BIAS_INITS}, got {self.slstm_bias_init!r}")
+        # normalise slstm_at (list from JSON/YAML -> tuple) and check it against block_pattern
+        if self.slstm_at is not None and self.slstm_at != "all":
+            if isinstance(self.slstm_at, str) or not all(isinstance(p, int) for p in self.slstm_at):
+                raise ValueError(f"slstm_at must be a list of block indices or 'all', got {self.slstm_at!r}")
+            object.__setattr__(self, "slstm_at", tuple(sorted(set(self.slstm_at))))
+            bad = [p for p in self.slstm_at if not 0 <= p < self.num_blocks]
+            if bad:
+                raise ValueError(f"slstm_at holds indices {bad} outside the {self.num_blocks} blocks (0-based)")
+        if self.block_pattern is not None:
+            from_pattern = parse_block_pattern(self.block_pattern, self.num_blocks)
+            if self.slstm_at is not None and self._explicit_positions() != from_pattern:
+                raise ValueError(
+                    f"block_pattern {self.block_pattern!r} gives sLSTM blocks at {list(from_pattern)} but slstm_at "
+                    f"is {self.slstm_at!r}: give only one of them"
+                )
+        # sizes must divide into heads and blocks
+        E = self.embedding_dim
+        inner = self.mlstm_inner_dim
+        if self.mlstm_positions:
+            if inner % self.mlstm_num_heads:
+                raise ValueError(f"mlstm_num_heads ({self.mlstm_num_heads}) must divide the mLSTM inner dimension "
+                                 f"{inner} (= embedding_dim * mlstm_proj_factor rounded up to {self.round_up_to})")
+            if inner % self.qkv_proj_blocksize:
+                raise ValueError(f"qkv_proj_blocksize ({self.qkv_proj_blocksize}) must divide the mLSTM inner "
+                                 f"dimension {inner}")
+        if self.slstm_positions and E % self.slstm_num_heads:
+            raise ValueError(f"slstm_num_heads ({self.slstm_num_heads}) must divide embedding_dim ({E})")
+
+    # -- derived sizes: one place ----------------------------------------------------------------------------------
+    def _explicit_positions(self) -> tuple[int, ...]:
+        if self.slstm_at == "all":
+            return tuple(range(self.num_blocks))
+        return tuple(self.slstm_at or ())
+
+    @property
+    def slstm_positions(self) -> tuple[int, ...]:
+        """0-based indices of the sLSTM blocks."""
+        if self.slstm_at is not None:
+            return self._explicit_positions()
+        if self.block_pattern is not None:
+            return parse_block_pattern(self.block_pattern, self.num_blocks)
+        return ()
+
+    @property
+    def mlstm_positions(self) -> tuple[int, ...]:
+        s = set(self.slstm_positions)
+        return tuple(p for p in range(self.num_blocks) if p not in s)
+
+    @property
+    def block_types(self) -> tuple[str, ...]:
+        """"m" or "s" per block, e.g. ("m", "m", "s", "m")."""
+        s = set(self.slstm_positions)
+        return tuple("s" if p in s else "m" for p in range(self.num_blocks))
+
+    @property
+    def mlstm_inner_dim(self) -> int:
+        return round_up(self.mlstm_proj_factor * self.embedding_dim, self.round_up_to)
+
+    @property
+    def mlstm_head_dim(self) -> int:
+        return self.mlstm_inner_dim // self.mlstm_num_heads
+
+    @property
+    def slstm_head_dim(self) -> int:
+        return self.embedding_dim // self.slstm_num_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return round_up(self.ffn_proj_factor * self.embedding_dim, self.round_up_to)
+
+    # -- serialisation ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if isinstance(d["slstm_at"], tuple):
+            d["slstm_at"] = list(d["slstm_at"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> xLSTMConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown xLSTMConfig fields {unknown}; known fields: {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("slstm_at"), list):
+            d["slstm_at"] = tuple(d["slstm_at"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> xLSTMConfig:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)

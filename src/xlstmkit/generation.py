@@ -1,0 +1,133 @@
+"""Sampling over recurrent state: the prompt is prefilled in one forward pass (chunkwise by default), then one
+recurrent step per token. Memory does not grow with the number of generated tokens: the state has a fixed size and
+`stream` yields each token as it is made.
+
+Works for any model with `forward(input_ids, state=None, return_state=True, mlstm_form=None)` and
+`config.vocab_size` (xLSTMLM and xLSTMLarge mix in `GenerationMixin`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+
+def check_input_ids(input_ids: object, vocab_size: int, name: str = "input_ids") -> None:
+    """Token ids must be an integer tensor of shape (B, S) with values in [0, vocab_size)."""
+    if not isinstance(input_ids, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
+    if input_ids.dim() != 2:
+        raise ValueError(f"{name} must have shape (batch, seq_len), got shape {tuple(input_ids.shape)}")
+    if input_ids.shape[1] < 1:
+        raise ValueError(f"{name} must hold at least one token per row (seq_len >= 1), got shape "
+                         f"{tuple(input_ids.shape)}")
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size}); check the tokenizer "
+                         f"matches the model's vocab_size")
+
+
+def sample_next(logits: Tensor, *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Choose one token per row from logits (B, V): greedy when temperature == 0, else sample from
+    softmax(logits / temperature) restricted to the top_k tokens and to the smallest set of probability >= top_p."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the mass before it already reaches top_p (the first token is always kept)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+
+
+class GenerationMixin:
+    """`generate` and `stream` for recurrent language models."""
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop_tokens: Sequence[int] | None = None,
+        pad_token: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        state=None,
+    ) -> Iterator[Tensor]:
+        """Yield the next token of every row, (B,), one step at a time.
+
+        Rows that produced a stop token keep yielding `pad_token` (default: the first stop token) until all rows have
+        stopped or max_new_tokens is reached. `seed` makes sampling reproducible (or pass a torch.Generator).
+        """
+        vocab = self.config.vocab_size
+        check_input_ids(input_ids, vocab)
+        _check_sampling(max_new_tokens, temperature, top_k, top_p)
+        stops = torch.tensor(list(stop_tokens or []), dtype=torch.long, device=input_ids.device)
+        if stops.numel() and (int(stops.min()) < 0 or int(stops.max()) >= vocab):
+            raise ValueError(f"stop_tokens must be ids in [0, {vocab}), got {list(stop_tokens)}")
+        fill = pad_token if pad_token is not None else (int(stops[0]) if stops.numel() else 0)
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+        was_training = self.training
+        self.eval()
+        try:
+            logits, state = self(input_ids, state=state, return_state=True)
+            finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            for step in range(max_new_tokens):
+                token = sample_next(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p,
+                                    generator=generator)
+                token = torch.where(finished, torch.full_like(token, fill), token)
+                yield token
+                if stops.numel():
+                    finished = finished | torch.isin(token, stops)
+                    if bool(finished.all()):
+                        return
+                if step + 1 < max_new_tokens:
+                    logits, state = self(token[:, None], state=state, return_state=True, mlstm_form="recurrent")
+        finally:
+            self.train(was_training)
+
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int,
+        *,
+        callback: Callable[[Tensor], None] | None = None,
+        **kwargs,
+    ) -> Tensor:
+        """The prompt followed by up to max_new_tokens generated tokens, (B, S + n). `callback(token (B,))` is called
+        after every step (for streaming); other keyword arguments as in `stream`."""
+        out = [input_ids]
+        for token in self.stream(input_ids, max_new_tokens, **kwargs):
+            if callback is not None:
+                callback(token)
+            out.append(token[:, None])
+        return torch.cat(out, dim=1)

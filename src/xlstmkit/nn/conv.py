@@ -1,0 +1,43 @@
+"""Depthwise causal 1-D convolution that carries its last inputs as state, so a sequence fed in pieces gives the
+same output as fed whole."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class CausalConv1d(nn.Module):
+    """y_t = b + sum_{j<K} w_j * x_{t-K+1+j}, per channel. x (B, S, D); state (B, K-1, D) holds the K-1 previous
+    inputs (zeros at the start of a sequence)."""
+
+    def __init__(self, dim: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        self.dim, self.kernel_size = dim, kernel_size
+        self.weight = nn.Parameter(torch.empty(dim, 1, kernel_size))  # (D, 1, K): nn.Conv1d's depthwise layout
+        self.bias = nn.Parameter(torch.empty(dim)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # the default init of nn.Conv1d for a depthwise kernel: U(-1/sqrt(K), 1/sqrt(K))
+        bound = self.kernel_size**-0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def zero_state(self, batch_size: int, dtype=None, device=None) -> Tensor:
+        return torch.zeros(batch_size, self.kernel_size - 1, self.dim, dtype=dtype, device=device)
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, S, D) -> y (B, S, D), new state (B, K-1, D)."""
+        B = x.shape[0]
+        if state is None:
+            state = self.zero_state(B, x.dtype, x.device)
+        xs = torch.cat([state.to(x.dtype), x], dim=1)  # (B, K-1+S, D)
+        y = F.conv1d(xs.transpose(1, 2), self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype),
+                     groups=self.dim)  # (B, D, S)
+        new_state = xs[:, xs.shape[1] - (self.kernel_size - 1):]
+        return y.transpose(1, 2), new_state

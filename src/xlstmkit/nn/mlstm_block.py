@@ -1,0 +1,121 @@
+"""The mLSTM block of the NeurIPS paper: pre up-projection, like Mamba (reference/xlstm-paper.md section 1.5).
+
+    x_in, z = split(proj_up(LN(x)))                      # 2 x inner
+    x_c     = SiLU(CausalConv1d(x_in))
+    q, k    = BlockDiag(x_c), BlockDiag(x_c);  v = BlockDiag(x_in)
+    i~, f~  = Linear(cat[q, k, v]) -> one scalar per head each
+    h       = MultiHeadNorm(mLSTM(q, k, v, i~, f~)) + skip * x_c
+    x      += proj_down(h * SiLU(z))
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import xLSTMConfig
+from ..ops.mlstm import MLSTMState, mlstm, mlstm_step, state_dtype, zero_state
+from .conv import CausalConv1d
+from .init import small_init_, wang_init_
+from .linear import HeadwiseLinear
+from .norms import LayerNorm, MultiHeadLayerNorm
+
+
+class MLSTMBlockState(NamedTuple):
+    conv: Tensor  # (B, K-1, inner): the convolution's last inputs
+    cell: MLSTMState  # (C, n, m) of the mLSTM heads
+
+
+class MLSTMLayer(nn.Module):
+    def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
+        super().__init__()
+        E, inner, NH = cfg.embedding_dim, cfg.mlstm_inner_dim, cfg.mlstm_num_heads
+        self.cfg, self.inner, self.num_heads, self.head_dim = cfg, inner, NH, cfg.mlstm_head_dim
+        qkv_heads = inner // cfg.qkv_proj_blocksize
+        self.proj_up = nn.Linear(E, 2 * inner, bias=cfg.bias)
+        self.conv = CausalConv1d(inner, cfg.mlstm_conv_kernel)
+        self.q_proj = HeadwiseLinear(inner, inner, qkv_heads, bias=cfg.bias)
+        self.k_proj = HeadwiseLinear(inner, inner, qkv_heads, bias=cfg.bias)
+        self.v_proj = HeadwiseLinear(inner, inner, qkv_heads, bias=cfg.bias)
+        self.igate = nn.Linear(3 * inner, NH, bias=True)
+        self.fgate = nn.Linear(3 * inner, NH, bias=True)
+        self.outnorm = MultiHeadLayerNorm(NH, self.head_dim, eps=cfg.norm_eps)
+        self.learnable_skip = nn.Parameter(torch.ones(inner))
+        self.proj_down = nn.Linear(inner, E, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        E = self.cfg.embedding_dim
+        small_init_(self.proj_up.weight, E)
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            small_init_(proj.weight, E)
+        wang_init_(self.proj_down.weight, E, self.cfg.num_blocks)
+        for lin in (self.proj_up, self.q_proj, self.k_proj, self.v_proj, self.proj_down):
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+        nn.init.zeros_(self.igate.weight)
+        nn.init.normal_(self.igate.bias, mean=0.0, std=0.1)
+        nn.init.zeros_(self.fgate.weight)
+        with torch.no_grad():
+            self.fgate.bias.copy_(torch.linspace(3.0, 6.0, self.num_heads))
+        nn.init.ones_(self.learnable_skip)
+        self.conv.reset_parameters()
+        self.outnorm.reset_parameters()
+
+    def zero_state(self, batch_size: int, device=None) -> MLSTMBlockState:
+        return MLSTMBlockState(
+            self.conv.zero_state(batch_size, torch.float32, device),
+            zero_state(batch_size, self.num_heads, self.head_dim, self.head_dim, device=device),
+        )
+
+    def forward(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise"
+                ) -> tuple[Tensor, MLSTMBlockState]:
+        """x (B, S, E) -> (B, S, E), new state."""
+        B, S, _ = x.shape
+        NH, DH = self.num_heads, self.head_dim
+        x_in, z = self.proj_up(x).split(self.inner, dim=-1)  # (B, S, inner) each
+        x_c, conv_state = self.conv(x_in, None if state is None else state.conv)
+        x_c = F.silu(x_c)
+        q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_in)
+        qkv = torch.cat([q, k, v], dim=-1)
+        i, f = self.igate(qkv), self.fgate(qkv)  # (B, S, NH)
+
+        def heads(t: Tensor) -> Tensor:  # (B, S, inner) -> (B, NH, S, DH)
+            return t.view(B, S, NH, DH).transpose(1, 2)
+
+        cell_state = None if state is None else state.cell
+        cfg = self.cfg
+        if form == "recurrent" and S == 1:
+            h, cell_state = mlstm_step(q.reshape(B, NH, DH), k.reshape(B, NH, DH), v.reshape(B, NH, DH),
+                                       i.reshape(B, NH), f.reshape(B, NH), cell_state,
+                                       eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
+            h = h.unsqueeze(1)  # (B, 1, NH, DH)
+        else:
+            h, cell_state = mlstm(heads(q), heads(k), heads(v), i.transpose(1, 2), f.transpose(1, 2), form=form,
+                                  chunk_size=cfg.chunk_size, initial_state=cell_state, return_state=True,
+                                  eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
+            h = h.transpose(1, 2)  # (B, S, NH, DH)
+        h = self.outnorm(h) + self.learnable_skip * x_c
+        out = self.dropout(self.proj_down(h * F.silu(z)))
+        return out, MLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell_state)
+
+
+class MLSTMBlock(nn.Module):
+    """x + mLSTMLayer(LN(x)). The mLSTM block has no separate feed-forward: its up-projection plays that part."""
+
+    def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
+        super().__init__()
+        self.norm = LayerNorm(cfg.embedding_dim, eps=cfg.norm_eps, bias=cfg.bias)
+        self.layer = MLSTMLayer(cfg, block_idx)
+
+    def zero_state(self, batch_size: int, device=None) -> MLSTMBlockState:
+        return self.layer.zero_state(batch_size, device)
+
+    def forward(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise"
+                ) -> tuple[Tensor, MLSTMBlockState]:
+        y, state = self.layer(self.norm(x), state, form)
+        return x + y, state

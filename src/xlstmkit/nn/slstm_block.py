@@ -1,0 +1,119 @@
+"""The sLSTM block of the NeurIPS paper: post up-projection, like a Transformer block (reference section 1.5).
+
+    x_c          = SiLU(CausalConv1d(LN(x)))      (optional; kernel 0 disables it and x_c = LN(x))
+    i~, f~       = Headwise(x_c);   z~, o~ = Headwise(LN(x))
+    h            = MultiHeadNorm(sLSTM(i~, f~, z~, o~ + R h_{t-1} + b))
+    x           += h
+    x           += GatedFFN(LN(x))                # GeLU, projection factor 1.3 rounded up to 64
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import xLSTMConfig
+from ..ops.mlstm import state_dtype
+from ..ops.slstm import SLSTMState, slstm_sequence, slstm_step, slstm_zero_state
+from .conv import CausalConv1d
+from .ffn import GatedFFN
+from .init import powerlaw_forget_bias, small_init_, wang_init_
+from .linear import HeadwiseLinear
+from .norms import LayerNorm, MultiHeadLayerNorm
+
+
+class SLSTMBlockState(NamedTuple):
+    conv: Tensor  # (B, K-1, E); (B, 0, E) without convolution
+    cell: SLSTMState  # (c, n, m, h), each (B, NH, DH)
+
+
+class SLSTMLayer(nn.Module):
+    def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
+        super().__init__()
+        E, NH = cfg.embedding_dim, cfg.slstm_num_heads
+        self.cfg, self.block_idx, self.num_heads, self.head_dim = cfg, block_idx, NH, cfg.slstm_head_dim
+        self.conv = CausalConv1d(E, cfg.slstm_conv_kernel) if cfg.slstm_conv_kernel > 0 else None
+        self.igate = HeadwiseLinear(E, E, NH)
+        self.fgate = HeadwiseLinear(E, E, NH)
+        self.zgate = HeadwiseLinear(E, E, NH)
+        self.ogate = HeadwiseLinear(E, E, NH)
+        # recurrent matrices, block-diagonal over heads: a head's h (DH) -> its 4 gate pre-activations (4 DH)
+        self.recurrent = nn.Parameter(torch.zeros(NH, self.head_dim, 4 * self.head_dim))
+        # gate biases, flat (NH * 4 * DH) laid out as (NH, 4, DH) with gate order i, f, z, o
+        self.bias = nn.Parameter(torch.zeros(NH * 4 * self.head_dim))
+        self.outnorm = MultiHeadLayerNorm(NH, self.head_dim, eps=cfg.norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        cfg = self.cfg
+        for g in (self.igate, self.fgate, self.zgate, self.ogate):
+            small_init_(g.weight, cfg.embedding_dim)
+        nn.init.zeros_(self.recurrent)
+        with torch.no_grad():
+            b = torch.zeros(self.num_heads, 4, self.head_dim)
+            if cfg.slstm_bias_init == "powerlaw_blockdependent":
+                b[:, 1] = powerlaw_forget_bias(self.head_dim, self.block_idx, cfg.num_blocks)
+            elif cfg.slstm_bias_init == "small_init":
+                b[:, 1] = torch.linspace(3.0, 6.0, self.head_dim)
+            elif cfg.slstm_bias_init == "standard":
+                b.uniform_(-self.head_dim**-0.5, self.head_dim**-0.5)
+            self.bias.copy_(b.flatten())
+        if self.conv is not None:
+            self.conv.reset_parameters()
+        self.outnorm.reset_parameters()
+
+    def zero_state(self, batch_size: int, device=None) -> SLSTMBlockState:
+        K = self.cfg.slstm_conv_kernel
+        conv = torch.zeros(batch_size, max(K - 1, 0), self.cfg.embedding_dim, device=device)
+        return SLSTMBlockState(conv, slstm_zero_state(batch_size, self.num_heads, self.head_dim, device=device))
+
+    def forward(self, x: Tensor, state: SLSTMBlockState | None = None, form: str = "chunkwise"
+                ) -> tuple[Tensor, SLSTMBlockState]:
+        """x (B, S, E) (already normalised) -> (B, S, E), new state. `form` is accepted for symmetry and ignored:
+        the sLSTM is recurrent by nature."""
+        B, S, E = x.shape
+        NH, DH = self.num_heads, self.head_dim
+        if self.conv is not None:
+            x_c, conv_state = self.conv(x, None if state is None else state.conv)
+            x_c = F.silu(x_c)
+        else:
+            x_c, conv_state = x, x.new_zeros(B, 0, E)
+        gates = torch.stack(
+            [self.igate(x_c), self.fgate(x_c), self.zgate(x), self.ogate(x)], dim=2
+        ).view(B, S, 4, NH, DH).transpose(2, 3) + self.bias.view(NH, 4, DH)  # (B, S, NH, 4, DH)
+        cell = None if state is None else state.cell
+        if S == 1:
+            h, cell = slstm_step(gates[:, 0], self.recurrent, cell, forget_gate=self.cfg.forget_gate)
+            h = h.unsqueeze(1)
+        else:
+            h, cell = slstm_sequence(gates, self.recurrent, initial_state=cell, return_state=True,
+                                     forget_gate=self.cfg.forget_gate)
+        out = self.dropout(self.outnorm(h))  # (B, S, E)
+        return out, SLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
+
+
+class SLSTMBlock(nn.Module):
+    """x + sLSTMLayer(LN(x)), then x + GatedFFN(LN(x))."""
+
+    def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
+        super().__init__()
+        E = cfg.embedding_dim
+        self.norm = LayerNorm(E, eps=cfg.norm_eps, bias=cfg.bias)
+        self.layer = SLSTMLayer(cfg, block_idx)
+        self.ffn_norm = LayerNorm(E, eps=cfg.norm_eps, bias=cfg.bias)
+        self.ffn = GatedFFN(E, cfg.ffn_dim, bias=cfg.bias, dropout=cfg.dropout)
+        small_init_(self.ffn.proj_up.weight, E)
+        wang_init_(self.ffn.proj_down.weight, E, cfg.num_blocks)
+
+    def zero_state(self, batch_size: int, device=None) -> SLSTMBlockState:
+        return self.layer.zero_state(batch_size, device)
+
+    def forward(self, x: Tensor, state: SLSTMBlockState | None = None, form: str = "chunkwise"
+                ) -> tuple[Tensor, SLSTMBlockState]:
+        y, state = self.layer(self.norm(x), state, form)
+        x = x + y
+        return x + self.ffn(self.ffn_norm(x)), state
