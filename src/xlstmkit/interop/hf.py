@@ -1,0 +1,454 @@
+"""Hugging Face xLSTM checkpoints (NX-AI/xLSTM-7b and anything `transformers.xLSTMForCausalLM` writes) <-> `xLSTMLarge`.
+
+A checkpoint folder holds `config.json` (transformers' `xLSTMConfig` keys) and the weights as `model.safetensors`, or
+as shards listed in `model.safetensors.index.json`. `load` accepts three tensor namings:
+
+    transformers   backbone.embeddings.weight, backbone.blocks.{i}.mlstm_layer.q.weight, ..., lm_head.weight
+    official       embedding.weight, backbone.blocks.{i}...            (NX-AI `xlstm.xlstm_large`)
+    fused          ...mlstm_layer.qkv_opreact, ...mlstm_layer.ifgate_preact, ...ffn.proj_up_gate_z (weight_mode="fused")
+
+Loading allocates no second copy of the weights: the model is built on the meta device (no memory, no init), and
+every parameter is then assigned a tensor read from the memory-mapped safetensors file (zero-copy when no dtype cast
+is asked for; one tensor at a time otherwise). Before anything is read, the folder is checked completely and every
+problem (missing, unexpected or wrongly shaped tensors, a config that disagrees with the weights) is reported in
+one ValueError.
+
+`save` writes the transformers layout (`model_type: "xlstm"`, `xLSTMForCausalLM`, native CPU kernels, single weight
+mode), sharded with an index when `max_shard_size` is given, each file written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from xlstmkit.models.xlstm_large import xLSTMLarge, xLSTMLargeConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+TOKENIZER_NAME = "tokenizer.json"
+
+# transformers' xLSTMConfig key -> xLSTMLargeConfig field (same name unless listed in _ALIASES)
+_SAME_KEYS = ("vocab_size", "num_heads", "use_bias", "norm_eps", "norm_reduction_force_float32", "add_out_norm",
+              "qk_dim_factor", "v_dim_factor", "gate_soft_cap", "output_logit_soft_cap", "ffn_proj_factor",
+              "ffn_round_up_to_multiple_of", "chunk_size", "eps", "pad_token_id", "bos_token_id", "eos_token_id")
+_ALIASES = {"embedding_dim": ("hidden_size", "embedding_dim"), "num_blocks": ("num_hidden_layers", "num_blocks")}
+
+_DTYPES = {"float32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+           "half": torch.float16, "float64": torch.float64}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that does not describe one consistent xLSTM-Large model; `problems` lists every issue."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) with this xLSTM checkpoint:\n{lines}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# config
+
+
+def config_from_hf(d: dict[str, Any], problems: list[str] | None = None) -> xLSTMLargeConfig:
+    """An `xLSTMLargeConfig` from a transformers `xLSTMConfig` dict (or an official xlstm_large config dict).
+
+    Aliases `hidden_size`/`embedding_dim` and `num_hidden_layers`/`num_blocks` are accepted; when both are given
+    they must agree. Missing keys take transformers' defaults (= xLSTM-7B). Contradictions are appended to
+    `problems` when a list is passed (so `load` can report them with the weight problems), raised otherwise.
+    """
+    own = problems is None
+    problems = [] if own else problems
+    if d.get("model_type", "xlstm") != "xlstm":
+        problems.append(f"config model_type is {d.get('model_type')!r}, expected 'xlstm'")
+    kwargs: dict[str, Any] = {k: d[k] for k in _SAME_KEYS if k in d}
+    if isinstance(kwargs.get("eos_token_id"), list):  # generation configs may list several; keep the first
+        kwargs["eos_token_id"] = kwargs["eos_token_id"][0] if kwargs["eos_token_id"] else None
+    for field, keys in _ALIASES.items():
+        given = {k: d[k] for k in keys if d.get(k) is not None}
+        if len(set(given.values())) > 1:
+            problems.append(f"config gives {given}: these aliases must agree")
+        if given:
+            kwargs[field] = next(iter(given.values()))
+    if d.get("tie_word_embeddings"):
+        problems.append("config has tie_word_embeddings=true; xLSTM-Large has an untied lm_head")
+    defaults = xLSTMLargeConfig()
+    try:
+        config = xLSTMLargeConfig(**kwargs)
+    except (TypeError, ValueError) as err:
+        problems.append(f"config is invalid: {err}")
+        config = defaults
+    if own and problems:
+        raise ValueError("; ".join(problems))
+    return config
+
+
+def config_to_hf(config: xLSTMLargeConfig, dtype: torch.dtype) -> dict[str, Any]:
+    """The config.json transformers' `xLSTMConfig` reads, with its native (CPU-capable) kernels."""
+    return {
+        "architectures": ["xLSTMForCausalLM"],
+        "model_type": "xlstm",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.embedding_dim,
+        "embedding_dim": config.embedding_dim,
+        "num_hidden_layers": config.num_blocks,
+        "num_blocks": config.num_blocks,
+        "num_heads": config.num_heads,
+        "use_bias": config.use_bias,
+        "norm_reduction_force_float32": config.norm_reduction_force_float32,
+        "tie_word_embeddings": False,
+        "add_out_norm": config.add_out_norm,
+        "norm_eps": config.norm_eps,
+        "qk_dim_factor": config.qk_dim_factor,
+        "v_dim_factor": config.v_dim_factor,
+        "chunkwise_kernel": "chunkwise--native_autograd",
+        "sequence_kernel": "native_sequence__native",
+        "step_kernel": "native",
+        "mode": "inference",
+        "chunk_size": config.chunk_size,
+        "return_last_states": True,
+        "autocast_kernel_dtype": "bfloat16",
+        "eps": config.eps,
+        "inference_state_dtype": "float32",
+        "ffn_proj_factor": config.ffn_proj_factor,
+        "ffn_round_up_to_multiple_of": config.ffn_round_up_to_multiple_of,
+        "gate_soft_cap": config.gate_soft_cap,
+        "output_logit_soft_cap": config.output_logit_soft_cap,
+        "weight_mode": "single",
+        "use_cache": True,
+        "pad_token_id": config.pad_token_id,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "max_inference_chunksize": 16384,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+def _read_config(path: Path, problems: list[str]) -> tuple[xLSTMLargeConfig, dict[str, Any]]:
+    file = path / CONFIG_NAME
+    if not file.is_file():
+        yaml_file = path / "config.yaml"  # the official xlstm_large from_pretrained layout
+        if yaml_file.is_file():
+            import yaml
+
+            raw = yaml.safe_load(yaml_file.read_text()) or {}
+            return config_from_hf(raw, problems), raw
+        raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not a Hugging Face model folder")
+    raw = json.loads(file.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file} must hold a JSON object, got {type(raw).__name__}")
+    return config_from_hf(raw, problems), raw
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tensor names
+
+
+@dataclass
+class _Source:
+    """Where one parameter of ours comes from: a tensor of a file, or rows [start, stop) of it (fused weights)."""
+
+    file: str
+    name: str
+    rows: tuple[int, int] | None = None
+
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_FUSED = {  # fused name -> the single names it splits into, in row order (sizes filled in per config)
+    "mlstm_layer.qkv_opreact": ("mlstm_layer.q", "mlstm_layer.k", "mlstm_layer.v", "mlstm_layer.ogate_preact"),
+    "mlstm_layer.ifgate_preact": ("mlstm_layer.igate_preact", "mlstm_layer.fgate_preact"),
+    "ffn.proj_up_gate_z": ("ffn.proj_up_gate", "ffn.proj_up"),
+}
+
+
+def _canonical(name: str) -> str:
+    """A checkpoint tensor name in our (official xlstm_large-like, flat) naming."""
+    if name.startswith("model."):
+        name = name[len("model."):]
+    if name in ("backbone.embeddings.weight", "backbone.embedding.weight", "embeddings.weight"):
+        return "embedding.weight"
+    if name.startswith("backbone."):
+        return name[len("backbone."):]
+    return name
+
+
+def _fused_sizes(config: xLSTMLargeConfig, fused: str) -> tuple[int, ...]:
+    c = config
+    return {"mlstm_layer.qkv_opreact": (c.qk_dim, c.qk_dim, c.v_dim, c.v_dim),
+            "mlstm_layer.ifgate_preact": (c.num_heads, c.num_heads),
+            "ffn.proj_up_gate_z": (c.ffn_dim, c.ffn_dim)}[fused]
+
+
+def _to_hf_name(name: str) -> str:
+    """Our parameter name -> transformers' (what `save` writes)."""
+    if name == "embedding.weight":
+        return "backbone.embeddings.weight"
+    if name.startswith(("blocks.", "out_norm.")):
+        return "backbone." + name
+    return name
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# load
+
+
+def _weight_files(path: Path) -> list[str]:
+    index = path / INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no 'weight_map'")
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} lists shard(s) that do not exist: {missing}")
+        return files
+    if (path / WEIGHTS_NAME).is_file():
+        return [WEIGHTS_NAME]
+    found = sorted(p.name for p in path.glob("*.safetensors"))  # e.g. the official model_{n}.safetensors shards
+    if not found:
+        raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME}, {INDEX_NAME} or other *.safetensors file")
+    return found
+
+
+def _plan(
+    config: xLSTMLargeConfig,
+    stored: dict[str, tuple[str, tuple[int, ...]]],  # checkpoint name -> (file, shape)
+    expected: dict[str, tuple[int, ...]],  # our name -> shape
+    raw_config: dict[str, Any],
+    problems: list[str],
+) -> dict[str, _Source]:
+    """Map every parameter of ours to its source, appending every inconsistency to `problems`."""
+    plan: dict[str, _Source] = {}
+    shapes: dict[str, tuple[int, ...]] = {}  # our name -> shape found in the checkpoint
+    origin: dict[str, str] = {}  # our name -> checkpoint name (for messages)
+    for ck_name, (file, shape) in stored.items():
+        name = _canonical(ck_name)
+        m = _BLOCK.match(name)
+        sub, suffix = (m.group(2).rsplit(".", 1) if m else (None, None))
+        if m and sub in _FUSED:
+            sizes = _fused_sizes(config, sub)
+            if not shape or shape[0] != sum(sizes):
+                problems.append(f"{ck_name} has shape {list(shape)}, expected {sum(sizes)} rows "
+                                f"(fused {' + '.join(map(str, sizes))})")
+                continue
+            start = 0
+            for part, rows in zip(_FUSED[sub], sizes):
+                ours = f"blocks.{m.group(1)}.{part}.{suffix}"
+                plan[ours] = _Source(file, ck_name, (start, start + rows))
+                shapes[ours], origin[ours] = (rows, *shape[1:]), ck_name
+                start += rows
+            continue
+        if name in plan:
+            problems.append(f"{ck_name} duplicates {origin[name]} (both map to {name})")
+            continue
+        plan[name], shapes[name], origin[name] = _Source(file, ck_name), shape, ck_name
+
+    _config_vs_weights(config, raw_config, stored, problems)
+    for name in sorted(set(plan) - set(expected), key=_natural):
+        problems.append(f"unexpected tensor {origin[name]} {list(shapes[name])}")
+    for name in sorted(set(expected) - set(plan), key=_natural):
+        problems.append(f"missing tensor {_to_hf_name(name)} {list(expected[name])}")
+    for name in sorted(set(expected) & set(plan), key=_natural):
+        if tuple(shapes[name]) != tuple(expected[name]):
+            problems.append(f"{origin[name]} has shape {list(shapes[name])}, the config implies {list(expected[name])}")
+    return plan
+
+
+def _config_vs_weights(config: xLSTMLargeConfig, raw: dict[str, Any], stored: dict[str, tuple[str, tuple[int, ...]]],
+                       problems: list[str]) -> None:
+    """Plain-words disagreements between config.json and the weights (on top of the per-tensor shape list)."""
+    by_name = {_canonical(k): shape for k, (_, shape) in stored.items()}
+    emb = by_name.get("embedding.weight")
+    if emb is not None and len(emb) == 2:
+        if emb[0] != config.vocab_size:
+            problems.append(f"config vocab_size={config.vocab_size} but the embedding has {emb[0]} rows")
+        if emb[1] != config.embedding_dim:
+            problems.append(f"config hidden_size={config.embedding_dim} but the embedding has {emb[1]} columns")
+    head = by_name.get("lm_head.weight")
+    if head is not None and len(head) == 2 and head[0] != config.vocab_size:
+        problems.append(f"config vocab_size={config.vocab_size} but lm_head.weight has {head[0]} rows")
+    blocks = {int(m.group(1)) for n in by_name if (m := _BLOCK.match(n))}
+    if blocks and max(blocks) + 1 != config.num_blocks:
+        problems.append(f"config num_hidden_layers={config.num_blocks} but the weights hold "
+                        f"{max(blocks) + 1} blocks (indices {min(blocks)}..{max(blocks)})")
+    gate = by_name.get("blocks.0.mlstm_layer.igate_preact.weight")
+    if gate is not None and gate[0] != config.num_heads:
+        problems.append(f"config num_heads={config.num_heads} but the input gate has {gate[0]} outputs (one per head)")
+    if raw.get("weight_mode", "single") not in ("single", "fused"):
+        problems.append(f"config weight_mode={raw.get('weight_mode')!r}, expected 'single' or 'fused'")
+
+
+def _natural(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    raise TypeError(f"dtype must be a torch.dtype, one of {sorted(_DTYPES)} or None (as stored), got {dtype!r}")
+
+
+def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
+         device: torch.device | str | None = None) -> xLSTMLarge:
+    """The `xLSTMLarge` stored in a Hugging Face xLSTM folder, in eval mode.
+
+    dtype: cast every tensor to it (None keeps the stored dtype); device: where the parameters live (default CPU).
+    Raises one `ValueError` (a `CheckpointError`, with `.problems`) listing every inconsistency found.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"path must be a model folder, {path} is not a directory")
+    dtype = _as_dtype(dtype)
+    device = torch.device("cpu" if device is None else device)
+    problems: list[str] = []
+    config, raw_config = _read_config(path, problems)
+    files = _weight_files(path)
+
+    with torch.device("meta"):
+        model = xLSTMLarge(config)
+    expected = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+
+    handles = {f: safe_open(str(path / f), framework="pt", device="cpu") for f in files}
+    stored: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for f, h in handles.items():
+        for name in h.keys():
+            if name in stored:
+                problems.append(f"tensor {name} is stored twice ({stored[name][0]} and {f})")
+                continue
+            stored[name] = (f, tuple(h.get_slice(name).get_shape()))
+    plan = _plan(config, stored, expected, raw_config, problems)
+    if problems:
+        raise CheckpointError(path, problems)
+
+    state: dict[str, torch.Tensor] = {}
+    for name, src in plan.items():
+        if src.rows is None:
+            t = handles[src.file].get_tensor(src.name)  # memory-mapped, copy-on-write: no copy yet
+        else:
+            t = handles[src.file].get_slice(src.name)[src.rows[0]:src.rows[1]]
+        if dtype is not None and t.dtype != dtype:
+            t = t.to(dtype)
+        state[name] = t.to(device)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# save
+
+
+def _parse_size(size: int | str) -> int:
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    if isinstance(size, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*", size, flags=re.IGNORECASE)
+        if m:
+            unit = (m.group(2) or "B").upper()
+            mult = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+            value = int(float(m.group(1)) * mult)
+            if value > 0:
+                return value
+    raise ValueError(f"max_shard_size must be a positive int (bytes) or a string like '500MB' / '5GB', got {size!r}")
+
+
+def _atomic_write(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(model: xLSTMLarge, path: str | os.PathLike, max_shard_size: int | str | None = None) -> None:
+    """Write `model` as a folder `transformers.xLSTMForCausalLM.from_pretrained(path)` loads (and `load` reads back).
+
+    max_shard_size: None writes one `model.safetensors`; an int (bytes) or "500MB"-style string writes shards
+    `model-0000k-of-0000n.safetensors` and `model.safetensors.index.json`. Files from an earlier save in a different
+    layout are removed so the folder is unambiguous.
+    """
+    if not isinstance(model, xLSTMLarge):
+        raise TypeError(f"model must be an xLSTMLarge, got {type(model).__name__}")
+    if not model.config.add_out_norm:
+        raise ValueError("transformers always applies the final out_norm; a model with add_out_norm=False cannot be "
+                         "saved in its format")
+    limit = None if max_shard_size is None else _parse_size(max_shard_size)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+    tensors = {_to_hf_name(n): t.detach().to("cpu").contiguous() for n, t in model.state_dict().items()}
+    dtypes = {t.dtype for t in tensors.values()}
+    main_dtype = model.lm_head.weight.dtype if len(dtypes) > 1 else dtypes.pop()
+
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name in sorted(tensors, key=_natural):
+        nbytes = tensors[name].numel() * tensors[name].element_size()
+        if limit is not None and shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensors[name]
+        size += nbytes
+
+    written = set()
+    meta = {"format": "pt"}
+    if limit is None:
+        _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(shards[0], tmp, metadata=meta))
+        written.add(WEIGHTS_NAME)
+    else:
+        weight_map = {}
+        for k, shard in enumerate(shards):
+            fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+            _atomic_write(path / fname, lambda tmp, s=shard: save_file(s, tmp, metadata=meta))
+            weight_map.update({n: fname for n in shard})
+            written.add(fname)
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        _atomic_write(path / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2) + "\n"))
+        written.add(INDEX_NAME)
+    for stale in [path / INDEX_NAME, path / WEIGHTS_NAME, *path.glob("model-*-of-*.safetensors")]:
+        if stale.name not in written and stale.is_file():
+            stale.unlink()
+    cfg = config_to_hf(model.config, main_dtype)
+    _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2) + "\n"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tokenizer
+
+
+def has_tokenizer(path: str | os.PathLike) -> bool:
+    """Whether the folder ships a `tokenizer.json` (the fast-tokenizer file of the Hugging Face hub)."""
+    return (Path(path) / TOKENIZER_NAME).is_file()
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """The folder's `tokenizer.json` as a `tokenizers.Tokenizer` (encode(text).ids, decode(ids))."""
+    file = Path(path) / TOKENIZER_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} has no {TOKENIZER_NAME}; pass token ids or a folder with a tokenizer")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as err:  # pragma: no cover - tokenizers is in the hf/train extras
+        raise ImportError("load_tokenizer needs the `tokenizers` package: pip install 'xlstmkit[hf]'") from err
+    return Tokenizer.from_file(str(file))
+
+
+__all__ = ["load", "save", "load_tokenizer", "has_tokenizer", "config_from_hf", "config_to_hf", "CheckpointError"]

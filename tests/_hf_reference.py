@@ -1,0 +1,81 @@
+"""transformers' own xLSTM as the reference for tests/test_interop_hf.py, run in a fresh interpreter.
+
+The `xlstm` package is blocked before transformers is imported, so transformers takes its pure-PyTorch path (the
+one that runs on CPU). Usage:  python tests/_hf_reference.py JOB.json  where the job is
+
+    {"make":  [{"dir": D, "config": {...}, "seed": s, "lengths": [...], "generate": n}, ...],
+     "check": [{"dir": D, "lengths": [...], "seed": s}, ...]}
+
+"make" builds a random xLSTMForCausalLM (parameters perturbed so that every gate and projection matters), saves it
+with save_pretrained and writes D/reference.safetensors with, per length L, the input ids `ids_L` (batch 2) and
+transformers' logits `logits_L`; "generate": n adds `gen_prompt` / `gen_out` (greedy, n new tokens, by repeated
+full forward passes without a cache, which also works for sizes transformers' cache gets wrong). "check" loads D
+with from_pretrained and writes D/transformers_logits.safetensors for the same kind of inputs.
+"""
+
+import json
+import sys
+
+sys.modules["xlstm"] = None  # makes importlib.util.find_spec("xlstm") None: transformers uses its native path
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import xLSTMConfig, xLSTMForCausalLM  # noqa: E402
+from transformers.models.xlstm import modeling_xlstm  # noqa: E402
+
+assert not modeling_xlstm.external_xlstm, "transformers picked up the xlstm package"
+torch.set_num_threads(1)
+
+
+def inputs(vocab: int, lengths, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {L: torch.randint(0, vocab, (2, L), generator=g) for L in lengths}
+
+
+@torch.no_grad()
+def make(job: dict) -> None:
+    torch.manual_seed(job["seed"])
+    config = xLSTMConfig(**job["config"])
+    model = xLSTMForCausalLM(config).eval()
+    for name, p in model.named_parameters():
+        if name.endswith("fgate_preact.bias"):
+            p.uniform_(-2.0, 6.0)
+        elif name.endswith("igate_preact.bias"):
+            p.uniform_(-6.0, 2.0)
+        elif p.dim() == 1:
+            p.add_(0.2 * torch.randn_like(p))
+        else:
+            p.normal_(0.0, 1.5 / p.shape[1] ** 0.5)  # larger than init, so gates and FFN shape the output
+    model.save_pretrained(job["dir"])
+    out = {}
+    for L, ids in inputs(config.vocab_size, job["lengths"], job["seed"] + 1).items():
+        out[f"ids_{L}"] = ids
+        out[f"logits_{L}"] = model(ids, use_cache=False).logits.float().contiguous()
+    if job.get("generate"):
+        ids = inputs(config.vocab_size, [5], job["seed"] + 2)[5]
+        out["gen_prompt"] = ids
+        for _ in range(job["generate"]):
+            nxt = model(ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], 1)
+        out["gen_out"] = ids
+        if job.get("generate_cached"):  # transformers' own cached greedy generate (sizes where its cache works)
+            out["gen_out_hf"] = model.generate(out["gen_prompt"], max_new_tokens=job["generate"], do_sample=False)
+    save_file(out, f"{job['dir']}/reference.safetensors")
+
+
+@torch.no_grad()
+def check(job: dict) -> None:
+    model = xLSTMForCausalLM.from_pretrained(job["dir"]).eval().float()
+    out = {}
+    for L, ids in inputs(model.config.vocab_size, job["lengths"], job["seed"]).items():
+        out[f"ids_{L}"] = ids
+        out[f"logits_{L}"] = model(ids, use_cache=False).logits.float().contiguous()
+    save_file(out, f"{job['dir']}/transformers_logits.safetensors")
+
+
+if __name__ == "__main__":
+    spec = json.load(open(sys.argv[1]))
+    for j in spec.get("make", []):
+        make(j)
+    for j in spec.get("check", []):
+        check(j)
