@@ -36,14 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xlstmkit.generation import GenerationMixin
 from xlstmkit.ops.mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
-
-try:  # written by the lead; the model works without it (no `generate`) until it lands
-    from xlstmkit.generation import GenerationMixin as _GenerationBase
-except ImportError:  # pragma: no cover - only while generation.py does not exist yet
-    class _GenerationBase:  # type: ignore[no-redef]
-        """Placeholder until `xlstmkit.generation.GenerationMixin` exists."""
-
 
 FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recurrent": mlstm_recurrent}
 
@@ -275,7 +269,7 @@ class mLSTMBlock(nn.Module):
 # model
 
 
-class xLSTMLarge(_GenerationBase, nn.Module):
+class xLSTMLarge(GenerationMixin, nn.Module):
     """The xLSTM-7B language model: embedding, `num_blocks` mLSTM blocks, out norm, untied head, logit soft-cap.
 
     Same calling convention as `xLSTMLM`: `model(input_ids)` -> logits (B, S, V) in float32, or with

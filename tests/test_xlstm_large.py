@@ -1,0 +1,209 @@
+"""xLSTMLarge (the xLSTM-7B architecture): config arithmetic, the three forms, state, training at any length, bf16.
+
+Agreement with transformers' implementation is tested in tests/test_interop_hf.py.
+"""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from xlstmkit.models.xlstm_large import xLSTMLarge, xLSTMLargeConfig
+from xlstmkit.ops.mlstm import MLSTMState
+
+torch.set_num_threads(1)
+
+LENGTHS = (1, 63, 64, 65, 130)
+
+
+def tiny(**changes) -> xLSTMLargeConfig:
+    base = dict(vocab_size=61, embedding_dim=32, num_heads=2, num_blocks=2, chunk_size=16, ffn_proj_factor=2.667,
+                ffn_round_up_to_multiple_of=16)
+    base.update(changes)
+    return xLSTMLargeConfig(**base)
+
+
+def randomised(config: xLSTMLargeConfig, seed: int = 0) -> xLSTMLarge:
+    """A model whose gates and norms are far from their init, so every part of the block shapes the output."""
+    torch.manual_seed(seed)
+    model = xLSTMLarge(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("fgate_preact.bias"):
+                p.uniform_(-2.0, 6.0)
+            elif name.endswith("igate_preact.bias"):
+                p.uniform_(-6.0, 2.0)
+            elif p.dim() == 1:
+                p.add_(0.2 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, 1.5 / p.shape[1] ** 0.5)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# config
+
+
+def test_7b_sizes_and_parameter_count():
+    c = xLSTMLargeConfig()
+    assert (c.qk_dim, c.v_dim, c.qk_head_dim, c.v_head_dim, c.ffn_dim) == (2048, 4096, 256, 512, 10944)
+    with torch.device("meta"):
+        model = xLSTMLarge(c)
+    assert model.num_parameters() == 6_865_424_896  # xLSTM 7B paper, Table 4
+    assert len(model.state_dict()) == 483  # transformers' xLSTMForCausalLM on the meta device
+
+
+def test_sizes_not_multiple_of_64_use_the_layer_arithmetic():
+    c = xLSTMLargeConfig(embedding_dim=96, num_heads=2, num_blocks=1, vocab_size=10)
+    assert (c.qk_dim, c.v_dim, c.qk_head_dim, c.v_head_dim) == (48, 96, 24, 48)
+    assert c.ffn_dim == 256  # 96 * 2.667 = 256.03 -> rounded up as transformers does
+
+
+@pytest.mark.parametrize("bad", [dict(embedding_dim=0), dict(num_heads=-1), dict(vocab_size=2.5),
+                                 dict(qk_dim_factor=0.0), dict(gate_soft_cap=-1.0), dict(mlstm_form="loop"),
+                                 dict(embedding_dim=30, num_heads=4), dict(chunk_size=0), dict(norm_eps=float("inf"))])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises((ValueError, TypeError)):
+        tiny(**bad)
+
+
+def test_config_roundtrip_and_replace():
+    c = tiny()
+    assert xLSTMLargeConfig.from_dict(c.to_dict()) == c
+    assert c.replace(num_blocks=3).num_blocks == 3
+    with pytest.raises(ValueError, match="unknown"):
+        xLSTMLargeConfig.from_dict({**c.to_dict(), "hidden_sizes": 3})
+    with pytest.raises(ValueError):
+        c.replace(num_heads=0)
+
+
+def test_init_follows_the_7b_recipe():
+    c = tiny(num_heads=4)
+    model = xLSTMLarge(c)
+    layer = model.blocks[0].mlstm_layer
+    assert torch.all(layer.igate_preact.weight == 0) and torch.all(layer.igate_preact.bias == -10)
+    assert torch.all(layer.fgate_preact.weight == 0)
+    assert torch.allclose(layer.fgate_preact.bias, torch.linspace(3, 6, 4))
+    # small init on q, wang init (smaller for 2 blocks at this width) on out_proj
+    assert abs(layer.q.weight.std().item() - math.sqrt(2 / (5 * 32))) < 0.05
+    assert abs(layer.out_proj.weight.std().item() - 2 / (2 * math.sqrt(32))) < 0.05
+    assert torch.all(model.out_norm.weight == 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# forward
+
+
+def test_forms_agree_and_logits_are_capped():
+    model = randomised(tiny())
+    ids = torch.randint(0, 61, (2, 130))
+    with torch.no_grad():
+        ref = model(ids, mlstm_form="parallel")
+        for form in ("chunkwise", "recurrent"):
+            out = model(ids, mlstm_form=form)
+            assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4), form
+    assert ref.dtype == torch.float32 and ref.shape == (2, 130, 61)
+    assert ref.abs().max() < 30.0
+
+
+def test_soft_cap_bounds_logits():
+    model = randomised(tiny(output_logit_soft_cap=2.0))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(100)
+        out = model(torch.randint(0, 61, (1, 5)))
+    assert out.abs().max() <= 2.0 and out.abs().max() > 1.9
+
+
+@pytest.mark.parametrize("split", [1, 16, 17, 40])
+def test_state_continuation_equals_whole_sequence(split):
+    model = randomised(tiny())
+    ids = torch.randint(0, 61, (2, 50))
+    with torch.no_grad():
+        whole, st_whole = model(ids, return_state=True)
+        a, st = model(ids[:, :split], return_state=True)
+        b, st = model(ids[:, split:], state=st, return_state=True, mlstm_form="recurrent")
+    assert torch.allclose(torch.cat([a, b], 1), whole, atol=1e-4, rtol=1e-4)
+    for s1, s2 in zip(st, st_whole):
+        assert isinstance(s1, MLSTMState)
+        for x, y in zip(s1, s2):
+            assert torch.allclose(x, y, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("S", LENGTHS)
+def test_training_loss_and_gradients_finite_at_every_length(S):
+    model = randomised(tiny(chunk_size=64), seed=S).train()
+    ids = torch.randint(0, 61, (2, S + 1))
+    logits = model(ids[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 61), ids[:, 1:].reshape(-1))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    # the recurrent part is trained too, not only the FFN path
+    if S > 1:  # with one token the forget gate acts on the zero initial state only
+        assert grads["blocks.0.mlstm_layer.fgate_preact.bias"].abs().sum() > 0
+    assert grads["blocks.0.mlstm_layer.q.weight"].abs().sum() > 0
+
+
+def test_gradients_agree_across_forms():
+    model = randomised(tiny(), seed=3)
+    ids = torch.randint(0, 61, (1, 40))
+    grads = []
+    for form in ("parallel", "chunkwise", "recurrent"):
+        model.zero_grad()
+        model(ids, mlstm_form=form).logsumexp(-1).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    for g in grads[1:]:
+        assert torch.allclose(g, grads[0], atol=1e-4, rtol=1e-3)
+
+
+def test_bf16_weights_keep_float32_state():
+    torch.manual_seed(0)
+    model16 = xLSTMLarge(tiny())
+    with torch.no_grad():
+        for block in model16.blocks:  # let the memory take part
+            block.mlstm_layer.igate_preact.bias.uniform_(-3.0, 1.0)
+    model16 = model16.to(torch.bfloat16)
+    model32 = copy.deepcopy(model16).float()  # the same (bf16-representable) weights in float32
+    ids = torch.randint(0, 61, (2, 70))
+    with torch.no_grad():
+        ref = model32(ids)
+        logits, state = model16(ids, return_state=True)
+        step, state2 = model16(ids[:, :1], state=state, return_state=True, mlstm_form="recurrent")
+    assert logits.dtype == torch.float32
+    for st in (*state, *state2):
+        assert st.C.dtype == st.n.dtype == st.m.dtype == torch.float32
+    assert (logits - ref).abs().max() < 0.05 * ref.abs().max()  # bf16 activations, same function
+
+
+def test_greedy_generate_matches_repeated_forward():
+    model = randomised(tiny(), seed=5)
+    prompt = torch.randint(0, 61, (2, 9))
+    out = model.generate(prompt, 6)
+    ids = prompt
+    with torch.no_grad():
+        for _ in range(6):
+            ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, ids)
+
+
+def test_bad_input_is_rejected_with_clear_errors():
+    model = xLSTMLarge(tiny())
+    with pytest.raises(TypeError, match="input_ids"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="input_ids"):
+        model(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="mlstm_form"):
+        model(torch.zeros(1, 3, dtype=torch.long), mlstm_form="scan")
+    with pytest.raises(ValueError, match="state"):
+        model(torch.zeros(1, 3, dtype=torch.long), state=model.zero_state(1)[:1])
+    with pytest.raises(TypeError, match="config"):
+        xLSTMLarge({"embedding_dim": 32})
+
+
+def test_zero_state_is_the_default():
+    model = randomised(tiny())
+    ids = torch.randint(0, 61, (2, 20))
+    with torch.no_grad():
+        assert torch.allclose(model(ids), model(ids, state=model.zero_state(2)), atol=1e-6)
