@@ -1,0 +1,110 @@
+"""Baseline sequence models for the synthetic tasks, behind one interface: `forward(input_ids (B, S)) -> logits
+(B, S, V)`.
+
+- `LSTMLM`: token embedding, `torch.nn.LSTM` (2 layers in the paper's formal-language runs), linear head.
+- `llama(...)`, `mamba(...)`: `transformers`' LlamaForCausalLM and MambaForCausalLM, built from their configs and
+  wrapped by `HFCausalLM`. Mamba runs transformers' pure-PyTorch path when the CUDA kernels are missing (e.g. on a
+  CPU). `transformers` is imported only when one of them is built, with a clear error if it is not installed.
+
+All models are causal, so a right-padded batch gives the same logits at the unpadded positions as the unpadded one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _transformers() -> Any:
+    try:
+        module = importlib.import_module("transformers")
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the Llama and Mamba baselines need Hugging Face transformers: pip install 'transformers>=4.40'"
+        ) from exc
+    # transformers logs one warning per call about Mamba's missing CUDA kernels; its fallback is the intended path.
+    for name in ("transformers", "transformers.models.mamba.modeling_mamba"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return module
+
+
+def _check_sizes(vocab_size: int, dim: int, num_layers: int) -> None:
+    for name, value in (("vocab_size", vocab_size), ("dim", dim), ("num_layers", num_layers)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class LSTMLM(nn.Module):
+    """Embedding -> `num_layers`-layer torch.nn.LSTM (hidden size = dim) -> linear head to the vocabulary."""
+
+    def __init__(self, vocab_size: int, dim: int, num_layers: int = 2) -> None:
+        super().__init__()
+        _check_sizes(vocab_size, dim, num_layers)
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.lstm = nn.LSTM(dim, dim, num_layers=num_layers, batch_first=True)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm(self.embedding(input_ids))  # (B, S, dim)
+        return self.head(h)  # (B, S, V)
+
+
+class HFCausalLM(nn.Module):
+    """A transformers *ForCausalLM model seen through the common interface (no cache, no attention mask)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, use_cache=False).logits  # (B, S, V)
+
+
+def llama(vocab_size: int, dim: int, num_layers: int = 2, head_dim: int = 16, max_positions: int = 4096) -> HFCausalLM:
+    """A `num_layers`-layer Llama (RoPE, SwiGLU MLP of width ~8/3 dim, RMSNorm), untied head, heads of `head_dim`."""
+    _check_sizes(vocab_size, dim, num_layers)
+    if dim % head_dim:
+        raise ValueError(f"dim ({dim}) must be a multiple of head_dim ({head_dim}) for Llama")
+    tf = _transformers()
+    config = tf.LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=dim,
+        intermediate_size=max(8, 8 * round(8 * dim / 3 / 8)),
+        num_hidden_layers=num_layers,
+        num_attention_heads=dim // head_dim,
+        num_key_value_heads=dim // head_dim,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    return HFCausalLM(tf.LlamaForCausalLM(config))
+
+
+def mamba(vocab_size: int, dim: int, num_layers: int = 2, state_size: int = 16) -> HFCausalLM:
+    """A `num_layers`-layer Mamba (expand 2, conv 4, SSM state `state_size`), untied head."""
+    _check_sizes(vocab_size, dim, num_layers)
+    tf = _transformers()
+    config = tf.MambaConfig(
+        vocab_size=vocab_size,
+        hidden_size=dim,
+        num_hidden_layers=num_layers,
+        state_size=state_size,
+        expand=2,
+        conv_kernel=4,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    return HFCausalLM(tf.MambaForCausalLM(config))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct parameters (a tied weight counts once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
