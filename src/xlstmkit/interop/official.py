@@ -232,11 +232,15 @@ def _inspect(model: nn.Module) -> tuple[nn.Module, nn.Module | None, _Plan]:
             dropouts += [float(fc.dropout) for fc in fcfgs]
             has_bias |= any(bool(fc.bias) for fc in fcfgs)
 
+    for size, what in ((plan.inner_dim, "mLSTM inner dimension"), (plan.ffn_dim, "feed-forward dimension")):
+        if size is not None and size < 1:
+            plan.problems.append(f"the {what} is {size} (proj_factor rounded down to 0); xlstmkit needs >= 1")
     # whole model
     distinct_dropout = sorted(set(dropouts))
     if len(distinct_dropout) > 1:
         plan.problems.append(f"dropout rates differ between the stack, the layers and the feed-forward "
-                             f"({distinct_dropout}); xlstmkit uses one dropout rate")
+                             f"({distinct_dropout}); xlstmkit uses one dropout rate (set FeedForwardConfig.dropout to the stack's dropout, or all to 0 for "
+                             f"inference)")
     distinct_eps = sorted(set(eps_values))
     if len(distinct_eps) > 1:
         plan.problems.append(f"norm eps values differ ({distinct_eps}); xlstmkit uses one norm_eps")

@@ -92,7 +92,8 @@ class SLSTMLayer(nn.Module):
         else:
             h, cell = slstm_sequence(gates, self.recurrent, initial_state=cell, return_state=True,
                                      forget_gate=self.cfg.forget_gate)
-        out = self.dropout(self.outnorm(h))  # (B, S, E)
+        # dropout before the head-wise norm, where the official sLSTM layer applies it
+        out = self.outnorm(self.dropout(h))  # (B, S, E)
         return out, SLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
 
 
