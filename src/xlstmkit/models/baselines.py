@@ -65,18 +65,22 @@ class HFCausalLM(nn.Module):
 
 
 def llama(vocab_size: int, dim: int, num_layers: int = 2, head_dim: int = 16, max_positions: int = 4096) -> HFCausalLM:
-    """A `num_layers`-layer Llama (RoPE, SwiGLU MLP of width ~8/3 dim, RMSNorm), untied head, heads of `head_dim`."""
+    """A `num_layers`-layer Llama (RoPE, SwiGLU MLP of width ~8/3 dim, RMSNorm), untied head.
+
+    Heads: dim // head_dim of them (at least one), lowered until they divide dim, so any width works.
+    """
     _check_sizes(vocab_size, dim, num_layers)
-    if dim % head_dim:
-        raise ValueError(f"dim ({dim}) must be a multiple of head_dim ({head_dim}) for Llama")
+    heads = max(1, dim // head_dim)
+    while dim % heads:
+        heads -= 1
     tf = _transformers()
     config = tf.LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=dim,
         intermediate_size=max(8, 8 * round(8 * dim / 3 / 8)),
         num_hidden_layers=num_layers,
-        num_attention_heads=dim // head_dim,
-        num_key_value_heads=dim // head_dim,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=max_positions,
         tie_word_embeddings=False,
         pad_token_id=0,

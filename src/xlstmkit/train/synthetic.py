@@ -71,12 +71,8 @@ def build_model(name: str, vocab_size: int, dim: int, heads: int = 1) -> nn.Modu
 
 
 def _width_step(name: str, heads: int) -> int:
-    key = canonical_model_name(name)
-    if key == "llama":
-        return 16  # head_dim of the Llama baseline
-    if key in XLSTM_PATTERNS:
-        return max(8, heads * 4)
-    return 8
+    """Granularity of the width search: xLSTM widths must split into `heads` heads; 4 for the rest."""
+    return 4 * heads if canonical_model_name(name) in XLSTM_PATTERNS else 4
 
 
 def parameter_count(name: str, vocab_size: int, dim: int, heads: int = 1) -> int:

@@ -37,14 +37,15 @@ class FormalTask(SyntheticTask):
 
     level = ""  # Chomsky-hierarchy level as in the paper's table
 
-    def __init__(self, symbols: Sequence[str], num_answer_classes: int) -> None:
+    def __init__(self, symbols: Sequence[str], answer_symbols: Sequence[str]) -> None:
+        """`symbols`: the task's tokens after the specials; `answer_symbols`: those an answer token can be."""
         self.tokens: tuple[str, ...] = (*SPECIALS, *symbols)
         if len(set(self.tokens)) != len(self.tokens):
             raise ValueError(f"duplicate token names in {self.tokens}")
         self.ids = {name: i for i, name in enumerate(self.tokens)}
         self.vocab_size = len(self.tokens)
-        self.num_answer_classes = num_answer_classes
-        self.s_rand = 1.0 / num_answer_classes
+        self.answer_ids = self.ids_of(answer_symbols)  # the answer classes
+        self.s_rand = 1.0 / len(self.answer_ids)
 
     def ids_of(self, names: Sequence[str]) -> np.ndarray:
         return np.array([self.ids[n] for n in names], dtype=np.int64)
@@ -89,7 +90,7 @@ class Parity(_UniformStringTask):
     alphabet = ("a", "b")
 
     def __init__(self) -> None:
-        super().__init__((*self.alphabet, "even", "odd"), 2)
+        super().__init__((*self.alphabet, "even", "odd"), ("even", "odd"))
 
     def solve(self, x: np.ndarray) -> np.ndarray:
         bits = (x == self.ids["b"]).astype(np.int64)
@@ -108,7 +109,7 @@ class EvenPairs(_UniformStringTask):
     alphabet = ("a", "b")
 
     def __init__(self) -> None:
-        super().__init__((*self.alphabet, "even", "odd"), 2)
+        super().__init__((*self.alphabet, "even", "odd"), ("even", "odd"))
 
     def solve(self, x: np.ndarray) -> np.ndarray:
         return self.ids_of(["even" if x[0] == x[-1] else "odd"])
@@ -123,7 +124,8 @@ class CycleNavigation(_UniformStringTask):
     alphabet = ("STAY", "+1", "-1")
 
     def __init__(self) -> None:
-        super().__init__((*self.alphabet, *(f"P{p}" for p in range(MOD))), MOD)
+        positions = tuple(f"P{p}" for p in range(MOD))
+        super().__init__((*self.alphabet, *positions), positions)
 
     def solve(self, x: np.ndarray) -> np.ndarray:
         step = {self.ids["STAY"]: 0, self.ids["+1"]: 1, self.ids["-1"]: -1}
@@ -155,7 +157,7 @@ class ModularArithmetic(FormalTask):
     level = "R"
 
     def __init__(self) -> None:
-        super().__init__((*DIGITS, *OPS), MOD)
+        super().__init__((*DIGITS, *OPS), DIGITS)
 
     def random_input(self, length: int, rng: np.random.Generator) -> np.ndarray:
         n_numbers = length // 2 + 1
@@ -195,7 +197,7 @@ class ModularArithmeticBrackets(FormalTask):
     wrap_probability = 0.15  # chance that a sub-expression is a redundant ( E ) when a binary split is possible
 
     def __init__(self) -> None:
-        super().__init__((*DIGITS, *OPS, "(", ")"), MOD)
+        super().__init__((*DIGITS, *OPS, "(", ")"), DIGITS)
 
     def _expression(self, n: int, rng: np.random.Generator, out: list[str]) -> int:
         """Append an expression of exactly n tokens (n odd) to `out`; return its value."""
@@ -246,7 +248,7 @@ class _CounterTask(_UniformStringTask):
     alphabet = tuple(f"s{i}" for i in range(62))
 
     def __init__(self) -> None:
-        super().__init__(self.alphabet, len(self.alphabet))
+        super().__init__(self.alphabet, self.alphabet)
 
     def _counts(self, x: np.ndarray) -> np.ndarray:
         return np.bincount(x - self.ids[self.alphabet[0]], minlength=len(self.alphabet))
@@ -284,7 +286,7 @@ class _TenSymbolTask(_UniformStringTask):
     alphabet = tuple(f"s{i}" for i in range(10))
 
     def __init__(self, extra: Sequence[str] = ()) -> None:
-        super().__init__((*self.alphabet, *extra), len(self.alphabet))
+        super().__init__((*self.alphabet, *extra), self.alphabet)
 
 
 class Repetition(_TenSymbolTask):
@@ -371,7 +373,7 @@ class SetTask(_UniformStringTask):
     alphabet = tuple(f"s{i}" for i in range(125))
 
     def __init__(self) -> None:
-        super().__init__((*self.alphabet, "eos"), len(self.alphabet) + 1)
+        super().__init__((*self.alphabet, "eos"), (*self.alphabet, "eos"))
 
     def solve(self, x: np.ndarray) -> np.ndarray:
         _, first = np.unique(x, return_index=True)
@@ -389,7 +391,7 @@ class StackManipulation(_UniformStringTask):
     alphabet = ("pop", "a", "b", "c", "d")
 
     def __init__(self) -> None:
-        super().__init__((*self.alphabet, "eos"), 5)
+        super().__init__((*self.alphabet, "eos"), ("a", "b", "c", "d", "eos"))
 
     def solve(self, x: np.ndarray) -> np.ndarray:
         pop = self.ids["pop"]
