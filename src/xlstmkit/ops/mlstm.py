@@ -117,38 +117,111 @@ def _segsum(x: Tensor) -> Tensor:
     return out.masked_fill(~strict.logical_or(torch.eye(L, dtype=torch.bool, device=x.device)), float("-inf"))
 
 
-def _parallel_core(
-    q: Tensor,  # (..., L, DQK)
-    k: Tensor,  # (..., L, DQK), already scaled
-    v: Tensor,  # (..., L, DV)
-    logf: Tensor,  # (..., L)
-    i: Tensor,  # (..., L)
-    C0: Tensor,  # (..., DQK, DV)
-    n0: Tensor,  # (..., DQK)
-    m0: Tensor,  # (...)
-    eps: float,
-    with_state: bool,
-) -> tuple[Tensor, MLSTMState | None]:
-    """The quadratic form over L positions that start from the state (C0, n0, m0).
+def _log_weights(logf: Tensor, i: Tensor, exact: bool) -> tuple[Tensor, Tensor]:
+    """log D (..., L, L) with log D_ij = sum_{j<s<=i} log f_s + i~_j (j <= i, else -inf), and b = cumsum(log f).
 
-    Used whole for `mlstm_parallel` and, batched over chunks, as the intra-chunk part of `mlstm_chunkwise`.
+    `exact` sums each segment directly (for long sequences, where differencing one long cumsum loses precision);
+    otherwise the within-segment cumsum is differenced, which is exact enough for chunk-length segments.
     """
-    b = logf.cumsum(-1)  # (..., L): log decay of the initial state up to each position
-    log_d = _segsum(logf) + i.unsqueeze(-2)  # (..., L, L): log weight of key j at query i
-    m_init = b + m0.unsqueeze(-1)  # (..., L)
-    m = torch.maximum(log_d.amax(-1), m_init).detach()  # (..., L)
-    d = torch.exp(log_d - m.unsqueeze(-1))  # (..., L, L)
-    w0 = torch.exp(m_init - m)  # (..., L): weight of the initial state at each position
-    scores = (q @ k.transpose(-1, -2)) * d  # (..., L, L)
-    num = scores @ v + w0.unsqueeze(-1) * (q @ C0)  # (..., L, DV)
-    qn = scores.sum(-1) + w0 * (q @ n0.unsqueeze(-1)).squeeze(-1)  # (..., L)
-    h = num / _denominator(qn, m, eps).unsqueeze(-1)
-    if not with_state:
-        return h, None
-    w_last = d[..., -1, :].unsqueeze(-1) * k  # (..., L, DQK): keys weighted into the final state
-    C = w0[..., -1, None, None] * C0 + w_last.transpose(-1, -2) @ v
-    n = w0[..., -1, None] * n0 + w_last.sum(-2)
-    return h, MLSTMState(C, n, m[..., -1])
+    b = logf.cumsum(-1)
+    if exact:
+        log_d = _segsum(logf)
+    else:
+        L = logf.shape[-1]
+        upper = torch.ones(L, L, dtype=torch.bool, device=logf.device).triu(1)
+        log_d = (b.unsqueeze(-1) - b.unsqueeze(-2)).masked_fill(upper, float("-inf"))
+    return log_d + i.unsqueeze(-2), b
+
+
+class _Intra(torch.autograd.Function):
+    """h over a segment of L positions that starts from the state (C0, n0, m0): the quadratic part of the parallel
+    and chunkwise forms, with a hand-written backward (a few L x L elementwise passes instead of autograd's dozens).
+
+    Forward, per segment (m and m0 carry no gradient):
+        m_i  = max(b_i + m0, max_j log D_ij);   D = exp(log D - m);   w0 = exp(b + m0 - m)
+        P    = (q k^T) * D;   num = P v + w0 * (q C0);   qn = P 1 + w0 * (q n0)
+        h    = num / (max(|qn|, exp(-m)) + eps)
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, logf, i, C0, n0, m0, eps: float, exact: bool):
+        log_d, b = _log_weights(logf, i, exact)  # (..., L, L), (..., L)
+        m_init = b + m0.unsqueeze(-1)
+        m = torch.maximum(log_d.amax(-1), m_init)  # (..., L)
+        d = torch.exp(log_d - m.unsqueeze(-1))
+        w0 = torch.exp(m_init - m)
+        P = (q @ k.transpose(-1, -2)) * d  # (..., L, L)
+        qC0 = q @ C0  # (..., L, DV)
+        qn0 = (q @ n0.unsqueeze(-1)).squeeze(-1)  # (..., L)
+        num = P @ v + w0.unsqueeze(-1) * qC0
+        qn = P.sum(-1) + w0 * qn0
+        thr = torch.exp(-m)
+        den = torch.maximum(qn.abs(), thr) + eps
+        h = num / den.unsqueeze(-1)
+        ctx.save_for_backward(q, k, v, C0, n0, P, d, w0, qn, thr, den, qC0, qn0, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, dh):
+        q, k, v, C0, n0, P, d, w0, qn, thr, den, qC0, qn0, h = ctx.saved_tensors
+        dnum = dh / den.unsqueeze(-1)  # (..., L, DV)
+        dden = -(dh * h).sum(-1) / den  # (..., L)
+        # d max(|qn|, thr) / d|qn|: 1 where |qn| wins, 1/2 on a tie (as torch.maximum), 0 where the bound wins
+        absqn = qn.abs()
+        wins = (absqn > thr).to(qn.dtype) + 0.5 * (absqn == thr).to(qn.dtype)
+        dqn = dden * torch.sign(qn) * wins
+        dP = dnum @ v.transpose(-1, -2) + dqn.unsqueeze(-1)  # (..., L, L)
+        dS = dP * d  # gradient of q k^T
+        dlog_d = dP * P  # gradient of log D (zero above the diagonal, where P = 0)
+        w0_dnum = w0.unsqueeze(-1) * dnum
+        w0_dqn = w0 * dqn
+        dq = dS @ k + w0_dnum @ C0.transpose(-1, -2) + w0_dqn.unsqueeze(-1) * n0.unsqueeze(-2)
+        dk = dS.transpose(-1, -2) @ q
+        dv = P.transpose(-1, -2) @ dnum
+        dC0 = q.transpose(-1, -2) @ w0_dnum
+        dn0 = (q.transpose(-1, -2) @ w0_dqn.unsqueeze(-1)).squeeze(-1)
+        dm_init = ((dnum * qC0).sum(-1) + dqn * qn0) * w0
+        col = dlog_d.sum(-2)  # (..., L): gradient of i~_j, and minus that of b_j
+        db = dlog_d.sum(-1) - col + dm_init
+        dlogf = db.flip(-1).cumsum(-1).flip(-1)  # b_t = sum_{s<=t} log f_s
+        return dq, dk, dv, dlogf, col, dC0, dn0, None, None, None
+
+
+def _intra(q, k, v, logf, i, C0, n0, m0, eps: float, exact: bool) -> Tensor:
+    """Shapes: q, k (..., L, DQK) with k scaled; v (..., L, DV); logf, i (..., L); C0 (..., DQK, DV); n0 (..., DQK);
+    m0 (...). Returns h (..., L, DV)."""
+    return _Intra.apply(q, k, v, logf, i, C0, n0, m0.detach(), eps, exact)
+
+
+class _Summary(NamedTuple):
+    """What a segment of positions adds to the state, relative to the scale exp(m_loc)."""
+
+    g: Tensor  # (...) total log forget over the segment
+    m_loc: Tensor  # (...) max log weight of a position in the segment's end state
+    C: Tensor  # (..., DQK, DV)
+    n: Tensor  # (..., DQK)
+
+
+def _summarise(k: Tensor, v: Tensor, logf: Tensor, i: Tensor) -> _Summary:
+    """The segment's own contribution to the state at its end: sum_t exp(a_t - m_loc) k_t v_t^T with
+    a_t = sum_{s>t} log f_s + i~_t, each a_t summed directly from the end (exact for long segments)."""
+    incl = logf.flip(-1).cumsum(-1).flip(-1)  # (..., L): sum_{s>=t} log f_s
+    a = torch.cat([incl[..., 1:], torch.zeros_like(incl[..., :1])], dim=-1) + i
+    m_loc = a.amax(-1).detach()
+    kw = k * torch.exp(a - m_loc.unsqueeze(-1)).unsqueeze(-1)  # (..., L, DQK)
+    return _Summary(incl[..., 0], m_loc, kw.transpose(-1, -2) @ v, kw.sum(-2))
+
+
+def _advance(state: MLSTMState, seg: _Summary) -> MLSTMState:
+    """The state after a segment, from the state before it and the segment's summary."""
+    m_new = torch.maximum(seg.g + state.m, seg.m_loc).detach()  # the stabiliser carries no gradient
+    decay = torch.exp(seg.g + state.m - m_new)
+    scale = torch.exp(seg.m_loc - m_new)
+    return MLSTMState(
+        decay[..., None, None] * state.C + scale[..., None, None] * seg.C,
+        decay[..., None] * state.n + scale[..., None] * seg.n,
+        m_new,
+    )
 
 
 def _begin(q, k, v, i, f, initial_state, forget_gate, step=False):
@@ -184,8 +257,9 @@ def mlstm_parallel(
 ) -> Tensor | tuple[Tensor, MLSTMState]:
     """Quadratic (S x S) form: the reference for short sequences. Memory O(S^2) per head."""
     qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, initial_state, forget_gate)
-    h, state = _parallel_core(qf, kf, vf, logf, i_, st.C, st.n, st.m, eps, with_state=return_state)
-    return _finish(h, v.dtype, state, return_state)
+    h = _intra(qf, kf, vf, logf, i_, st.C, st.n, st.m, eps, exact=True)
+    final = _advance(st, _summarise(kf, vf, logf, i_)) if return_state else None
+    return _finish(h, v.dtype, final, return_state)
 
 
 def mlstm_chunkwise(
@@ -222,51 +296,22 @@ def mlstm_chunkwise(
         vc = vf[:, :, :full].reshape(B, NH, NC, L, DV)
         lfc = logf[:, :, :full].reshape(B, NH, NC, L)
         ic = i_[:, :, :full].reshape(B, NH, NC, L)
-        starts = _chunk_start_states(kc, vc, lfc, ic, st)
-        h_full, _ = _parallel_core(qc, kc, vc, lfc, ic, starts.C[:, :, :NC], starts.n[:, :, :NC], starts.m[:, :, :NC],
-                                   eps, with_state=False)
-        outs.append(h_full.reshape(B, NH, full, DV))
-        st = MLSTMState(starts.C[:, :, NC], starts.n[:, :, NC], starts.m[:, :, NC])
+        # recurrence over chunk states (cheap: NC steps on (DQK, DV) matrices), then all chunks' outputs at once
+        starts = [st]
+        for seg in zip(*(t.unbind(2) for t in _summarise(kc, vc, lfc, ic))):
+            starts.append(_advance(starts[-1], _Summary(*seg)))
+        C0, n0, m0 = (torch.stack(t, dim=2) for t in zip(*starts[:-1]))  # (B, NH, NC, ...)
+        outs.append(_intra(qc, kc, vc, lfc, ic, C0, n0, m0, eps, exact=False).reshape(B, NH, full, DV))
+        st = starts[-1]
     if full < S:
+        # the last, partial chunk: the same intra-chunk computation on its own length
         sl = slice(full, S)
-        h_tail, tail_state = _parallel_core(qf[:, :, sl], kf[:, :, sl], vf[:, :, sl], logf[:, :, sl], i_[:, :, sl],
-                                            st.C, st.n, st.m, eps, with_state=return_state)
-        outs.append(h_tail)
+        q_t, k_t, v_t, lf_t, i_t = qf[:, :, sl], kf[:, :, sl], vf[:, :, sl], logf[:, :, sl], i_[:, :, sl]
+        outs.append(_intra(q_t, k_t, v_t, lf_t, i_t, st.C, st.n, st.m, eps, exact=False))
         if return_state:
-            st = tail_state
+            st = _advance(st, _summarise(k_t, v_t, lf_t, i_t))
     h = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return _finish(h, v.dtype, st, return_state)
-
-
-def _chunk_start_states(
-    kc: Tensor,  # (B, NH, NC, L, DQK), scaled
-    vc: Tensor,  # (B, NH, NC, L, DV)
-    lfc: Tensor,  # (B, NH, NC, L)
-    ic: Tensor,  # (B, NH, NC, L)
-    initial: MLSTMState,
-) -> MLSTMState:
-    """The state before each chunk and after the last: C (B, NH, NC+1, DQK, DV), n (.., NC+1, DQK), m (.., NC+1)."""
-    NC = kc.shape[2]
-    b = lfc.cumsum(-1)
-    g = b[..., -1]  # (B, NH, NC): log forget product over the whole chunk
-    a = g.unsqueeze(-1) - b + ic  # (B, NH, NC, L): log weight of each position in the chunk's end state
-    m_loc = a.amax(-1).detach()  # (B, NH, NC)
-    kw = kc * torch.exp(a - m_loc.unsqueeze(-1)).unsqueeze(-1)  # (B, NH, NC, L, DQK)
-    C_loc = kw.transpose(-1, -2) @ vc  # (B, NH, NC, DQK, DV): the chunk's own contribution, scale exp(m_loc)
-    n_loc = kw.sum(-2)  # (B, NH, NC, DQK)
-    Cs, ns, ms = [initial.C], [initial.n], [initial.m]
-    C, n, m = initial
-    for c in range(NC):
-        m_new = torch.maximum(g[:, :, c] + m, m_loc[:, :, c])
-        decay = torch.exp(g[:, :, c] + m - m_new)  # (B, NH)
-        scale = torch.exp(m_loc[:, :, c] - m_new)
-        C = decay[..., None, None] * C + scale[..., None, None] * C_loc[:, :, c]
-        n = decay[..., None] * n + scale[..., None] * n_loc[:, :, c]
-        m = m_new
-        Cs.append(C)
-        ns.append(n)
-        ms.append(m)
-    return MLSTMState(torch.stack(Cs, 2), torch.stack(ns, 2), torch.stack(ms, 2))
 
 
 def mlstm_step(
