@@ -1,0 +1,143 @@
+"""Shared test helpers: seeded random inputs for the ops and a closeness check that reports its errors.
+
+The helpers are plain functions (importable as `from conftest import ...` from a test module in this folder) and are
+also offered as session-scoped fixtures of the same name, which is the form the test modules use (session scope keeps
+them usable inside hypothesis tests).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pytest
+import torch
+from torch import Tensor
+
+
+class MLSTMInputs(NamedTuple):
+    q: Tensor  # (B, NH, S, DQK)
+    k: Tensor  # (B, NH, S, DQK)
+    v: Tensor  # (B, NH, S, DV)
+    i: Tensor  # (B, NH, S) input-gate pre-activations
+    f: Tensor  # (B, NH, S) forget-gate pre-activations
+
+
+def make_mlstm_inputs(
+    B: int = 2,
+    NH: int = 2,
+    S: int = 16,
+    DQK: int = 8,
+    DV: int = 12,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    i_mean: float = 0.0,
+    i_std: float = 1.0,
+    f_mean: float = 2.0,
+    f_std: float = 1.0,
+    requires_grad: bool = False,
+) -> MLSTMInputs:
+    """Seeded random mLSTM inputs. The default gate statistics (input ~ N(0, 1), forget ~ N(2, 1), i.e. sigmoid
+    forget gates mostly around 0.9) make both the memory of the past and new inputs matter."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int, mean: float = 0.0, std: float = 1.0) -> Tensor:
+        t = (torch.randn(*shape, generator=g, dtype=torch.float64) * std + mean).to(dtype)
+        return t.requires_grad_(requires_grad)
+
+    return MLSTMInputs(
+        r(B, NH, S, DQK),
+        r(B, NH, S, DQK),
+        r(B, NH, S, DV),
+        r(B, NH, S, mean=i_mean, std=i_std),
+        r(B, NH, S, mean=f_mean, std=f_std),
+    )
+
+
+def make_slstm_inputs(
+    B: int = 2,
+    S: int = 16,
+    NH: int = 2,
+    DH: int = 8,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    r_std: float = 0.3,
+    f_mean: float = 2.0,
+    requires_grad: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Seeded random sLSTM gate pre-activations (B, S, NH, 4, DH), order i, f, z, o, and recurrent weights R
+    (NH, DH, 4 * DH). The forget pre-activations are shifted by f_mean so the state matters."""
+    g = torch.Generator().manual_seed(seed)
+    gates = torch.randn(B, S, NH, 4, DH, generator=g, dtype=torch.float64)
+    gates[:, :, :, 1] += f_mean
+    R = torch.randn(NH, DH, 4 * DH, generator=g, dtype=torch.float64) * r_std
+    gates, R = gates.to(dtype), R.to(dtype)
+    return gates.requires_grad_(requires_grad), R.requires_grad_(requires_grad)
+
+
+def max_errors(ref: Tensor, got: Tensor) -> tuple[float, float]:
+    """(max absolute error, max relative error) of got against ref, computed in float64."""
+    r, g = ref.detach().double(), got.detach().double()
+    abs_err = (r - g).abs()
+    rel_err = abs_err / r.abs().clamp_min(torch.finfo(torch.float64).tiny)
+    return abs_err.max().item(), rel_err.max().item()
+
+
+def assert_close(name: str, ref: Tensor | None, got: Tensor | None, rtol: float, atol: float) -> None:
+    """Assert |got - ref| <= atol + rtol |ref| element-wise, with a message naming the quantity and giving the max
+    absolute and relative errors. Also requires equal shapes and finite values (NaN never passes)."""
+    assert ref is not None, f"{name}: reference is None (no gradient?)"
+    assert got is not None, f"{name}: value is None (no gradient?)"
+    assert tuple(ref.shape) == tuple(got.shape), f"{name}: shape {tuple(got.shape)} != reference {tuple(ref.shape)}"
+    r, g = ref.detach().double(), got.detach().double()
+    assert torch.isfinite(r).all(), f"{name}: reference has non-finite values"
+    assert torch.isfinite(g).all(), f"{name}: value has non-finite values"
+    ok = (r - g).abs() <= atol + rtol * r.abs()
+    if not bool(ok.all()):
+        abs_err, rel_err = max_errors(r, g)
+        bad = int((~ok).sum())
+        raise AssertionError(
+            f"{name}: {bad}/{ok.numel()} elements out of tolerance (rtol={rtol:g}, atol={atol:g}); "
+            f"max abs err {abs_err:.3e}, max rel err {rel_err:.3e}, max |ref| {r.abs().max().item():.3e}"
+        )
+
+
+def assert_finite(name: str, t: Tensor | None) -> None:
+    """Assert a tensor exists and has only finite values."""
+    assert t is not None, f"{name}: is None (no gradient?)"
+    bad = int((~torch.isfinite(t.detach())).sum())
+    assert bad == 0, f"{name}: {bad}/{t.numel()} non-finite values"
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's tests with one intra-op thread, restoring the previous count afterwards.
+
+    The ops tests use tiny tensors, where a second thread buys nothing, and on a shared 2-core machine a busy
+    OpenMP thread pool made them several times slower. Use with `pytestmark = pytest.mark.usefixtures("single_thread")`.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", name="mlstm_inputs")
+def _mlstm_inputs_fixture():
+    return make_mlstm_inputs
+
+
+@pytest.fixture(scope="session", name="slstm_inputs")
+def _slstm_inputs_fixture():
+    return make_slstm_inputs
+
+
+@pytest.fixture(scope="session", name="assert_close")
+def _assert_close_fixture():
+    return assert_close
+
+
+@pytest.fixture(scope="session", name="assert_finite")
+def _assert_finite_fixture():
+    return assert_finite
