@@ -1,0 +1,200 @@
+"""Tokenizers with one interface: `encode`, `decode`, `vocab_size`, `token_bytes`, `save`, `load`.
+
+Two kinds:
+- `ByteTokenizer`: the UTF-8 bytes of the text, vocabulary 256; needs no training and no file.
+- `BPETokenizer`: byte-level BPE trained with Hugging Face `tokenizers` on the training text and saved as
+  `tokenizer.json` in the run folder. Byte-level means every token is a sequence of bytes, so any text round-trips
+  and the number of bytes each token stands for is known exactly (needed for bits per byte).
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+import torch
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_KINDS = ("bytes", "bpe")
+
+
+def _byte_level_alphabet() -> dict[int, str]:
+    """The reversible byte -> printable character map used by byte-level BPE (GPT-2's convention): printable bytes
+    map to themselves, the other bytes to consecutive code points from 256 on."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1))
+    mapping = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+class Tokenizer(Protocol):
+    """What the training loop, evaluation and generation need from a tokenizer."""
+
+    kind: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+    def save(self, run_dir: str | Path) -> None: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens (vocabulary 256). Decoding replaces invalid UTF-8 sequences with U+FFFD."""
+
+    kind = "bytes"
+
+    @property
+    def vocab_size(self) -> int:
+        return 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode_tensor(self, text: str) -> torch.Tensor:
+        """The tokens as a 1-D int64 tensor, without a Python list in between (fast for megabytes of text)."""
+        data = bytearray(text.encode("utf-8"))
+        if not data:
+            return torch.empty(0, dtype=torch.long)
+        return torch.frombuffer(data, dtype=torch.uint8).to(torch.long)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([int(token_id)])
+
+    def save(self, run_dir: str | Path) -> None:
+        """Nothing to save: the byte tokenizer is fully described by its kind in config.json."""
+
+
+class BPETokenizer:
+    """Byte-level BPE from Hugging Face `tokenizers`, trained on the training text."""
+
+    kind = "bpe"
+
+    def __init__(self, hf_tokenizer) -> None:  # a tokenizers.Tokenizer
+        self._tok = hf_tokenizer
+        inverse = {c: b for b, c in _byte_level_alphabet().items()}
+        vocab = hf_tokenizer.get_vocab()
+        self._bytes: list[bytes] = [b""] * hf_tokenizer.get_vocab_size()
+        for piece, idx in vocab.items():
+            try:
+                self._bytes[idx] = bytes(inverse[c] for c in piece)
+            except KeyError:
+                raise ValueError(f"token {piece!r} is not byte-level: this tokenizer is not a byte-level BPE") from None
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 4096) -> BPETokenizer:
+        """Train a byte-level BPE with `vocab_size` tokens (>= 257: the 256 bytes plus merges) on `texts`."""
+        if not isinstance(vocab_size, int) or vocab_size < 257:
+            raise ValueError(f"bpe vocab_size must be an integer >= 257 (256 bytes + merges), got {vocab_size!r}")
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+            from tokenizers import decoders, models, pre_tokenizers, trainers
+        except ImportError as exc:  # pragma: no cover - tokenizers is a dependency of the train extra
+            raise ImportError("--tokenizer bpe needs Hugging Face `tokenizers`: pip install tokenizers") from exc
+        tok = HFTokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+            special_tokens=[],
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def encode_tensor(self, text: str) -> torch.Tensor:
+        """The tokens of `text` as a 1-D int64 tensor; long text is encoded line-batched (in parallel)."""
+        lines = text.splitlines(keepends=True)
+        ids: list[int] = []
+        for enc in self._tok.encode_batch(lines):
+            ids.extend(enc.ids)
+        return torch.tensor(ids, dtype=torch.long)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return b"".join(self._bytes[int(i)] for i in ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._bytes[int(token_id)]
+
+    def save(self, run_dir: str | Path) -> None:
+        """Write `tokenizer.json` into `run_dir` atomically."""
+        from ..train.checkpoint import atomic_write_bytes  # local: keep this module free of train imports at load
+
+        atomic_write_bytes(Path(run_dir) / TOKENIZER_FILE, self._tok.to_str().encode("utf-8"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> BPETokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / TOKENIZER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"BPE tokenizer file {path} not found")
+        try:
+            return cls(HFTokenizer.from_file(str(path)))
+        except Exception as exc:
+            raise ValueError(f"tokenizer file {path} is corrupt or not a tokenizers JSON file: {exc}") from None
+
+
+def load_tokenizer(kind: str, run_dir: str | Path | None = None) -> Tokenizer:
+    """The tokenizer of a run: `bytes`, or `bpe` read from `run_dir/tokenizer.json`."""
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "bpe":
+        if run_dir is None:
+            raise ValueError("a BPE tokenizer is loaded from a run folder: pass run_dir")
+        return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE)
+    raise ValueError(f"tokenizer must be one of {TOKENIZER_KINDS}, got {kind!r}")
+
+
+def encode_to_tensor(tokenizer: Tokenizer, text: str) -> torch.Tensor:
+    """The token ids of `text` as a 1-D int64 tensor, using the tokenizer's fast path when it has one."""
+    fast = getattr(tokenizer, "encode_tensor", None)
+    if fast is not None:
+        return fast(text)
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
+def token_byte_lengths(tokenizer: Tokenizer) -> torch.Tensor:
+    """(vocab,) int64: how many bytes of text each token stands for (for bits per byte)."""
+    return torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], dtype=torch.long)
+
+
+def stream_decode(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
+    """Decode token ids one at a time into text pieces, holding back incomplete UTF-8 sequences (for streaming)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for i in ids:
+        piece = decoder.decode(tokenizer.token_bytes(int(i)))
+        if piece:
+            yield piece
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
+
+
+def tokenizer_info(tokenizer: Tokenizer) -> dict:
+    """What config.json records about a tokenizer."""
+    return {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}

@@ -1,0 +1,111 @@
+"""Several processes with PyTorch's own engine: `torchrun --nproc_per_node=N -m xlstmkit train ...`.
+
+When torchrun sets WORLD_SIZE > 1 the process group is initialised (gloo on CPU, nccl on GPU) and the model is wrapped
+in DistributedDataParallel, or sharded with FSDP (`fully_shard`) when asked. Rank 0 alone writes checkpoints, logs and
+plots; every rank trains on its own rows of each global batch (see `xlstmkit.data.batches`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """cuda:<local_rank> when CUDA is available (and not refused), else cpu."""
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but CUDA is not available")
+    if preference in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    return torch.device("cpu")
+
+
+def init_distributed(device_preference: str = "auto") -> DistInfo:
+    """Join the torchrun job if there is one (WORLD_SIZE > 1), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_preference, local)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def wrap_model(model: nn.Module, info: DistInfo, fsdp: bool = False) -> nn.Module:
+    """DDP (or FSDP with `fully_shard` on each block and the whole model) when running distributed."""
+    if fsdp:
+        if not info.distributed:
+            return model  # one process: nothing to shard
+        from torch.distributed.fsdp import fully_shard
+
+        for module in _shard_units(model):
+            fully_shard(module)
+        fully_shard(model)
+        return model
+    if not info.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+
+def _shard_units(model: nn.Module) -> list[nn.Module]:
+    """The residual blocks of the model (each its own FSDP unit), found as the children of a ModuleList."""
+    units = []
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):
+            units.extend(module)
+    return units
+
+
+def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of a tensor over all ranks (identity in one process)."""
+    if not info.distributed:
+        return value
+    value = value.clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / info.world_size
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's Python object on every rank."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,178 @@
+"""Evaluation of a language model on validation text: loss, bits per byte, perplexity, a unigram baseline on the
+same tokens, and length extrapolation (loss at context lengths beyond the training length).
+
+bits per byte = loss (nats per token) x tokens / bytes / ln 2, where bytes counts the UTF-8 bytes the scored target
+tokens stand for; it compares models with different tokenizers. The unigram baseline predicts every token with its
+(add-one smoothed) frequency in the training text, ignoring context: a model that does not beat it learned nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.batches import eval_windows
+from .distributed import DistInfo
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Validation metrics; `*_bpb` are bits per byte."""
+
+    loss: float          # nats per token
+    bpb: float
+    perplexity: float    # per token
+    tokens: int
+    bytes: int
+    unigram_loss: float
+    unigram_bpb: float
+    seq_len: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bits_per_byte(loss_nats_per_token: float, tokens: int, n_bytes: int) -> float:
+    """Bits per UTF-8 byte of text from a per-token loss in nats."""
+    if n_bytes <= 0:
+        raise ValueError(f"n_bytes must be > 0, got {n_bytes}")
+    return loss_nats_per_token * tokens / n_bytes / math.log(2)
+
+
+def unigram_counts(train_tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(vocab,) float64 token counts of the training stream."""
+    return torch.bincount(train_tokens, minlength=vocab_size)[:vocab_size].double()
+
+
+def unigram_loss(counts: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean nats per token of predicting `targets` with add-one smoothed unigram probabilities from `counts`."""
+    probs = (counts + 1.0) / (counts.sum() + counts.numel())
+    return float(-probs.log()[targets.flatten()].mean())
+
+
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast on CPU or GPU when dtype is "bfloat16"; a no-op context otherwise."""
+    if dtype == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def windows_loss(model: nn.Module, windows: torch.Tensor, *, batch_size: int, device: torch.device,
+                 dtype: str = "float32", info: DistInfo | None = None) -> tuple[float, int]:
+    """(summed nats, token count) of next-token prediction over windows (W, T + 1); each rank takes every
+    world_size-th batch and the sums are all-reduced, so all ranks return the same totals."""
+    info = info or DistInfo()
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    batches = list(range(0, windows.shape[0], batch_size))
+    # every rank runs the same number of forward calls (FSDP needs it); surplus calls score nothing
+    n_calls = math.ceil(len(batches) / info.world_size)
+    try:
+        for j in range(n_calls):
+            k = j * info.world_size + info.rank
+            start = batches[k] if k < len(batches) else batches[-1]
+            batch = windows[start:start + batch_size].to(device)
+            with autocast(device, dtype):
+                logits = model(batch[:, :-1])  # (b, T, V)
+            if k < len(batches):
+                nll = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
+                total += torch.stack([nll.double(), torch.tensor(float(batch[:, 1:].numel()), device=device,
+                                                                 dtype=torch.float64)])
+    finally:
+        model.train(was_training)
+    if info.distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(total)
+    return float(total[0]), int(total[1])
+
+
+def evaluate(model: nn.Module, val_tokens: torch.Tensor, *, seq_len: int, max_tokens: int | None,
+             byte_lengths: torch.Tensor, counts: torch.Tensor, batch_size: int = 16,
+             device: torch.device = torch.device("cpu"), dtype: str = "float32",
+             info: DistInfo | None = None) -> EvalResult:
+    """Loss, bits per byte and perplexity on up to `max_tokens` validation tokens (windows of `seq_len` spread over the
+    whole validation text), with the unigram baseline on the same target tokens."""
+    windows = eval_windows(val_tokens, seq_len, max_tokens)  # (W, T + 1)
+    nll, n = windows_loss(model, windows, batch_size=batch_size, device=device, dtype=dtype, info=info)
+    targets = windows[:, 1:]
+    n_bytes = int(byte_lengths[targets].sum())
+    loss = nll / n
+    uni = unigram_loss(counts, targets)
+    return EvalResult(loss=loss, bpb=bits_per_byte(loss, n, n_bytes), perplexity=math.exp(min(loss, 700.0)),
+                      tokens=n, bytes=n_bytes, unigram_loss=uni, unigram_bpb=bits_per_byte(uni, n, n_bytes),
+                      seq_len=seq_len)
+
+
+def length_extrapolation(model: nn.Module, val_tokens: torch.Tensor, lengths: list[int], *, max_tokens: int,
+                         byte_lengths: torch.Tensor, counts: torch.Tensor, batch_size: int = 8,
+                         device: torch.device = torch.device("cpu"), dtype: str = "float32") -> list[EvalResult]:
+    """`evaluate` at each context length (the same token budget per length; lengths longer than the validation text
+    are skipped with a note in the returned list's absence)."""
+    results = []
+    for length in lengths:
+        if val_tokens.numel() < length + 1:
+            continue
+        per_batch = max(1, min(batch_size, max_tokens // length))
+        results.append(evaluate(model, val_tokens, seq_len=length, max_tokens=max(max_tokens, length),
+                                byte_lengths=byte_lengths, counts=counts, batch_size=per_batch, device=device,
+                                dtype=dtype))
+    return results
+
+
+def format_result(r: EvalResult, label: str = "validation") -> str:
+    """A few aligned lines: the model next to the unigram baseline."""
+    return (f"{label} ({r.tokens:,} tokens, {r.bytes:,} bytes, context {r.seq_len}):\n"
+            f"  {'':10s} {'loss':>8s} {'bits/byte':>10s} {'perplexity':>11s}\n"
+            f"  {'model':10s} {r.loss:8.4f} {r.bpb:10.4f} {r.perplexity:11.3f}\n"
+            f"  {'unigram':10s} {r.unigram_loss:8.4f} {r.unigram_bpb:10.4f} {math.exp(r.unigram_loss):11.3f}")
+
+
+def format_length_table(results: list[EvalResult], train_len: int | None = None) -> str:
+    lines = [f"{'context':>8s} {'loss':>8s} {'bits/byte':>10s} {'perplexity':>11s} {'tokens':>9s}"]
+    for r in results:
+        mark = "  (training length)" if r.seq_len == train_len else ""
+        lines.append(f"{r.seq_len:8d} {r.loss:8.4f} {r.bpb:10.4f} {r.perplexity:11.3f} {r.tokens:9d}{mark}")
+    return "\n".join(lines)
+
+
+def write_length_table(results: list[EvalResult], path: str | Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["context", "loss", "bits_per_byte", "perplexity", "tokens", "bytes"])
+        for r in results:
+            w.writerow([r.seq_len, f"{r.loss:.6f}", f"{r.bpb:.6f}", f"{r.perplexity:.4f}", r.tokens, r.bytes])
+
+
+def plot_lengths(results: list[EvalResult], path: str | Path, train_len: int | None = None) -> bool:
+    """Bits per byte against context length as a PNG; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r.seq_len for r in results], [r.bpb for r in results], marker="o", label="model")
+    ax.plot([r.seq_len for r in results], [r.unigram_bpb for r in results], ls="--", color="grey", label="unigram")
+    if train_len:
+        ax.axvline(train_len, color="red", ls=":", label=f"training length {train_len}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title("Length extrapolation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
