@@ -150,9 +150,9 @@ def test_sharded_round_trip(tmp_path, loaded):
     shards = set(index["weight_map"].values())
     assert len(shards) > 2 and not (tmp_path / hf.WEIGHTS_NAME).exists()
     assert index["metadata"]["total_size"] == sum(p.numel() * p.element_size() for p in model.parameters())
-    back = hf.load(tmp_path)
-    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), back.state_dict().items()):
-        assert n1 == n2 and torch.equal(p1, p2)
+    for back in (hf.load(tmp_path), hf.load(tmp_path, mmap=False)):  # memory-mapped and read tensor by tensor
+        for (n1, p1), (n2, p2) in zip(model.state_dict().items(), back.state_dict().items()):
+            assert n1 == n2 and torch.equal(p1, p2)
     hf.save(model, tmp_path)  # re-saving unsharded leaves one unambiguous layout
     assert (tmp_path / hf.WEIGHTS_NAME).exists() and not (tmp_path / hf.INDEX_NAME).exists()
     assert not list(tmp_path.glob("model-*-of-*.safetensors"))
@@ -258,6 +258,9 @@ def test_missing_files_and_conflicting_aliases(tmp_path, reference):
         hf.config_from_hf({**cfg, "embedding_dim": 128})
     with pytest.raises(FileNotFoundError, match="directory"):
         hf.load(tmp_path / "nope")
+    (tmp_path / "model.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{oops")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        hf.load(tmp_path)
 
 
 def test_save_rejects_what_transformers_cannot_load(tmp_path):

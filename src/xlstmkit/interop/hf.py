@@ -302,11 +302,73 @@ def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     raise TypeError(f"dtype must be a torch.dtype, one of {sorted(_DTYPES)} or None (as stored), got {dtype!r}")
 
 
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+@dataclass
+class _StoredTensor:
+    """One tensor of a safetensors file, from its header: enough to validate it and to read its bytes alone."""
+
+    file: Path
+    data_start: int  # byte offset of the file's data section
+    dtype: str
+    shape: tuple[int, ...]
+    offsets: tuple[int, int]  # [begin, end) within the data section
+
+
+def _read_header(file: Path) -> tuple[dict[str, _StoredTensor], list[str]]:
+    """The tensors a safetensors file holds (name -> where and what), without reading any tensor data."""
+    problems = []
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            return {}, [f"{file.name} is not a safetensors file (too short)"]
+        n = int.from_bytes(head, "little")
+        if n > os.path.getsize(file) - 8:
+            return {}, [f"{file.name} is not a safetensors file (bad header length)"]
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            return {}, [f"{file.name} is not a safetensors file (header is not JSON)"]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info.get("dtype") not in _ST_DTYPES:
+            problems.append(f"{name} in {file.name} has dtype {info.get('dtype')}, expected one of {sorted(_ST_DTYPES)}")
+        out[name] = _StoredTensor(file, 8 + n, info.get("dtype"), tuple(info["shape"]), tuple(info["data_offsets"]))
+    return out, problems
+
+
+def _read_tensor(t: _StoredTensor, rows: tuple[int, int] | None) -> torch.Tensor:
+    """Read one tensor (or a block of its rows) from disk into fresh memory: peak = this tensor only."""
+    begin, end = t.offsets
+    shape = t.shape
+    if rows is not None:
+        row_bytes = (end - begin) // shape[0]
+        begin, end = begin + rows[0] * row_bytes, begin + rows[1] * row_bytes
+        shape = (rows[1] - rows[0], *shape[1:])
+    buf = bytearray(end - begin)
+    with open(t.file, "rb") as f:
+        f.seek(t.data_start + begin)
+        if f.readinto(buf) != len(buf):
+            raise ValueError(f"{t.file} is truncated")
+    if not buf:
+        return torch.empty(shape, dtype=_ST_DTYPES[t.dtype])
+    return torch.frombuffer(buf, dtype=torch.uint8).view(_ST_DTYPES[t.dtype]).reshape(shape)
+
+
 def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
-         device: torch.device | str | None = None) -> xLSTMLarge:
+         device: torch.device | str | None = None, mmap: bool = True) -> xLSTMLarge:
     """The `xLSTMLarge` stored in a Hugging Face xLSTM folder, in eval mode.
 
     dtype: cast every tensor to it (None keeps the stored dtype); device: where the parameters live (default CPU).
+    The model is built on the meta device and its parameters are assigned the checkpoint's tensors, so no second
+    copy of the weights is ever made. With `mmap` (default) and no cast, on CPU, the parameters are copy-on-write
+    memory maps of the files (zero copy, paged in on first use; the files must not be modified in place while the
+    model lives: `save` replaces files atomically, which is safe). Otherwise each tensor is read on its own, cast
+    and moved, so the peak is the result plus one tensor as stored.
+
     Raises one `ValueError` (a `CheckpointError`, with `.problems`) listing every inconsistency found.
     """
     path = Path(path)
@@ -322,27 +384,33 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
         model = xLSTMLarge(config)
     expected = {n: tuple(t.shape) for n, t in model.state_dict().items()}
 
-    handles = {f: safe_open(str(path / f), framework="pt", device="cpu") for f in files}
-    stored: dict[str, tuple[str, tuple[int, ...]]] = {}
-    for f, h in handles.items():
-        for name in h.keys():
-            if name in stored:
-                problems.append(f"tensor {name} is stored twice ({stored[name][0]} and {f})")
-                continue
-            stored[name] = (f, tuple(h.get_slice(name).get_shape()))
+    tensors: dict[str, _StoredTensor] = {}
+    for f in files:
+        found, bad = _read_header(path / f)
+        problems += bad
+        for name, t in found.items():
+            if name in tensors:
+                problems.append(f"tensor {name} is stored twice ({tensors[name].file.name} and {f})")
+            else:
+                tensors[name] = t
+    stored = {name: (t.file.name, t.shape) for name, t in tensors.items()}
     plan = _plan(config, stored, expected, raw_config, problems)
     if problems:
         raise CheckpointError(path, problems)
 
+    handles: dict[str, Any] = {}
     state: dict[str, torch.Tensor] = {}
     for name, src in plan.items():
-        if src.rows is None:
-            t = handles[src.file].get_tensor(src.name)  # memory-mapped, copy-on-write: no copy yet
-        else:
-            t = handles[src.file].get_slice(src.name)[src.rows[0]:src.rows[1]]
-        if dtype is not None and t.dtype != dtype:
-            t = t.to(dtype)
-        state[name] = t.to(device)
+        info = tensors[src.name]
+        stored_dtype = _ST_DTYPES[info.dtype]
+        if mmap and src.rows is None and device.type == "cpu" and dtype in (None, stored_dtype):
+            if src.file not in handles:
+                handles[src.file] = safe_open(str(path / src.file), framework="pt", device="cpu")
+            state[name] = handles[src.file].get_tensor(src.name)  # copy-on-write memory map: no copy
+            continue
+        t = _read_tensor(info, src.rows)
+        state[name] = t.to(device=device, dtype=dtype or stored_dtype)
+        del t
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
