@@ -47,7 +47,7 @@ class OfficialConversionError(ValueError):
     """The official model uses options xlstmkit cannot reproduce; `problems` lists every one of them."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
+        self.problems = list(dict.fromkeys(problems))  # each problem once, even if several blocks have it
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"cannot convert this official xlstm model; {len(self.problems)} unsupported "
                          f"option(s):\n{lines}")
