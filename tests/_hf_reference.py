@@ -9,7 +9,8 @@ one that runs on CPU). Usage:  python tests/_hf_reference.py JOB.json  where the
 "make" builds a random xLSTMForCausalLM (parameters perturbed so that every gate and projection matters), saves it
 with save_pretrained and writes D/reference.safetensors with, per length L, the input ids `ids_L` (batch 2) and
 transformers' logits `logits_L`; "generate": n adds `gen_prompt` / `gen_out` (greedy, n new tokens, by repeated
-full forward passes without a cache, which also works for sizes transformers' cache gets wrong). "check" loads D
+full forward passes without a cache, which also works for sizes transformers' cache gets wrong); "grad_length": L
+adds the loss and every parameter's gradient (`grad.NAME`) of one next-token cross-entropy step. "check" loads D
 with from_pretrained and writes D/transformers_logits.safetensors for the same kind of inputs.
 """
 
@@ -60,6 +61,15 @@ def make(job: dict) -> None:
         out["gen_out"] = ids
         if job.get("generate_cached"):  # transformers' own cached greedy generate (sizes where its cache works)
             out["gen_out_hf"] = model.generate(out["gen_prompt"], max_new_tokens=job["generate"], do_sample=False)
+    if job.get("grad_length"):  # a training step at a length transformers can train at (< its chunk size)
+        with torch.enable_grad():
+            ids = inputs(config.vocab_size, [job["grad_length"] + 1], job["seed"] + 3)[job["grad_length"] + 1]
+            model.train()
+            logits = model(ids[:, :-1], use_cache=False).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+            loss.backward()
+        out["grad_ids"], out["grad_loss"] = ids, loss.detach()
+        out.update({f"grad.{n}": p.grad.contiguous() for n, p in model.named_parameters()})
     save_file(out, f"{job['dir']}/reference.safetensors")
 
 

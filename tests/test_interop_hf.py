@@ -33,7 +33,7 @@ CASES = {
     "h64": dict(config=dict(hidden_size=64, num_heads=2, num_hidden_layers=2, vocab_size=99, eos_token_id=None),
                 generate=GEN),
     "h96": dict(config=dict(hidden_size=96, num_heads=2, num_hidden_layers=2, vocab_size=99, eos_token_id=None),
-                generate=GEN),
+                generate=GEN, grad_length=33),
     # biases everywhere (use_bias also gives the norms a bias), more heads and blocks
     "bias": dict(config=dict(hidden_size=64, num_heads=4, num_hidden_layers=3, vocab_size=99, use_bias=True,
                              eos_token_id=None)),
@@ -120,6 +120,22 @@ def test_prefill_then_steps_matches_transformers(reference, loaded):
     assert_close(torch.cat([a, b, c], 1), ref["logits_130"])
 
 
+def test_gradients_match_transformers_where_it_can_train(reference, loaded):
+    """At 33 tokens (transformers trains only below its chunk size) loss and every gradient agree."""
+    ref = load_file(reference["h96"] / "reference.safetensors")
+    model = hf.load(reference["h96"]).train()
+    ids = ref["grad_ids"]
+    for form in ("chunkwise", "parallel"):
+        model.zero_grad()
+        logits = model(ids[:, :-1], mlstm_form=form)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 99), ids[:, 1:].reshape(-1))
+        loss.backward()
+        assert torch.allclose(loss, ref["grad_loss"], rtol=1e-5)
+        for name, p in model.named_parameters():
+            theirs = ref[f"grad.{hf._to_hf_name(name)}"]
+            assert_close(p.grad, theirs, rel=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # xlstmkit -> transformers
 
@@ -191,8 +207,8 @@ def test_dtype_is_a_choice_and_state_stays_float32(reference):
         hf.load(reference["h128"], dtype="int8")
 
 
-def _fuse(tensors: dict, num_blocks: int, official: bool) -> dict:
-    """The weight_mode='fused' layout (and, if official, the NX-AI xlstm_large top-level embedding name)."""
+def _fuse(tensors: dict, num_blocks: int) -> dict:
+    """The weight_mode='fused' layout: q|k|v|o, i|f and gate|up concatenated along the output rows."""
     out = dict(tensors)
     for b in range(num_blocks):
         p = f"backbone.blocks.{b}."
@@ -204,19 +220,28 @@ def _fuse(tensors: dict, num_blocks: int, official: bool) -> dict:
                 names = [f"{p}{group}.{part}.{suffix}" for part in parts]
                 if names[0] in out:
                     out[f"{p}{fused}.{suffix}"] = torch.cat([out.pop(n) for n in names])
-    if official:
-        out["embedding.weight"] = out.pop("backbone.embeddings.weight")
     return out
 
 
-@pytest.mark.parametrize("official", [False, True])
-def test_fused_and_official_names_load(tmp_path, reference, loaded, official):
+@pytest.mark.parametrize("layout", ["fused", "official"])
+def test_fused_and_official_layouts_load(tmp_path, reference, loaded, layout):
     src = reference["bias"]
-    fused = _fuse(load_file(src / "model.safetensors"), 3, official)
-    assert any("qkv_opreact" in n for n in fused)
-    save_file(fused, tmp_path / "model.safetensors")
+    tensors = load_file(src / "model.safetensors")
     cfg = json.loads((src / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**cfg, "weight_mode": "fused"}))
+    if layout == "fused":
+        fused = _fuse(tensors, 3)
+        assert any("qkv_opreact" in n for n in fused)
+        save_file(fused, tmp_path / "model.safetensors")
+        (tmp_path / "config.json").write_text(json.dumps({**cfg, "weight_mode": "fused"}))
+    else:  # NX-AI xlstm_large from_pretrained: config.yaml, model_{n}.safetensors, top-level embedding.weight
+        tensors["embedding.weight"] = tensors.pop("backbone.embeddings.weight")
+        names = sorted(tensors)
+        save_file({n: tensors[n] for n in names[:20]}, tmp_path / "model_0.safetensors")
+        save_file({n: tensors[n] for n in names[20:]}, tmp_path / "model_1.safetensors")
+        keys = ("embedding_dim", "num_heads", "num_blocks", "vocab_size", "use_bias", "norm_eps", "qk_dim_factor",
+                "v_dim_factor", "ffn_proj_factor", "gate_soft_cap", "output_logit_soft_cap", "chunkwise_kernel")
+        yaml = pytest.importorskip("yaml")
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({k: cfg[k] for k in keys}))
     model = hf.load(tmp_path)
     for (n1, p1), (n2, p2) in zip(loaded["bias"].state_dict().items(), model.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2), n1

@@ -143,7 +143,12 @@ def _read_config(path: Path, problems: list[str]) -> tuple[xLSTMLargeConfig, dic
             import yaml
 
             raw = yaml.safe_load(yaml_file.read_text()) or {}
-            return config_from_hf(raw, problems), raw
+            if not isinstance(raw, dict):
+                raise ValueError(f"{yaml_file} must hold a mapping, got {type(raw).__name__}")
+            for key in ("embedding_dim", "num_heads", "num_blocks", "vocab_size"):  # no defaults in xlstm_large
+                if key not in raw:
+                    problems.append(f"{yaml_file.name} has no {key}")
+            return config_from_hf({"ffn_proj_factor": 2.6667, **raw}, problems), raw  # xlstm_large's default
         raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not a Hugging Face model folder")
     raw = json.loads(file.read_text())
     if not isinstance(raw, dict):
