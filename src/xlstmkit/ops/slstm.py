@@ -71,18 +71,84 @@ def _prepare_state(state, B, NH, DH, dtype, device) -> SLSTMState:
     return SLSTMState(*(t.to(dtype) for t in state))
 
 
-def slstm_pointwise(raw: Tensor, st: SLSTMState, forget_gate: ForgetGate) -> SLSTMState:
-    """The gate arithmetic of one step, from the total pre-activations raw (B, NH, 4, DH)."""
-    i_raw, f_raw, z_raw, o_raw = raw.unbind(-2)
+def _gates_step(i_raw: Tensor, f_raw: Tensor, z_raw: Tensor, o_raw: Tensor, c: Tensor, n: Tensor, m: Tensor,
+                forget_gate: ForgetGate) -> SLSTMState:
+    """The gate arithmetic of one step from the total pre-activations (any layout, all of one shape)."""
     logf = log_forget(f_raw, forget_gate)
-    m_new = torch.where(st.n == 0, i_raw, torch.maximum(logf + st.m, i_raw)).detach()
+    m_new = torch.where(n == 0, i_raw, torch.maximum(logf + m, i_raw)).detach()
     ip = torch.exp(i_raw - m_new)
     # the exponent is <= 0 except on an empty state, where it multiplies zeros: clamp so it cannot overflow to inf
-    fp = torch.exp(torch.clamp(logf + st.m - m_new, max=0.0))
-    c = fp * st.c + ip * torch.tanh(z_raw)
-    n = fp * st.n + ip
+    fp = torch.exp(torch.clamp(logf + m - m_new, max=0.0))
+    c = fp * c + ip * torch.tanh(z_raw)
+    n = fp * n + ip
     h = torch.sigmoid(o_raw) * c / n
     return SLSTMState(c, n, m_new, h)
+
+
+def slstm_pointwise(raw: Tensor, st: SLSTMState, forget_gate: ForgetGate) -> SLSTMState:
+    """One step from the total pre-activations raw (B, NH, 4, DH) (gate order i, f, z, o)."""
+    return _gates_step(*raw.unbind(-2), st.c, st.n, st.m, forget_gate)
+
+
+class _Sequence(torch.autograd.Function):
+    """The recurrence over S steps with a hand-written backward through time.
+
+    Layout inside: gates gx (S, NH, B, 4 DH), states (NH, B, DH), so that the recurrent matmul of a step is one
+    baddbmm straight into the gate layout. Every state is saved; the backward first computes all pointwise
+    derivatives at once, then runs only the carries (dc, dn, dh) and one bmm per step backwards in time.
+    """
+
+    @staticmethod
+    def forward(ctx, gx, R, c0, n0, m0, h0, forget_gate):
+        c, n, m, h = c0, n0, m0, h0
+        cs, ns, ms, hs, raws = [c0], [n0], [m0], [h0], []
+        for t in range(gx.shape[0]):
+            raw = torch.baddbmm(gx[t], h, R)  # (NH, B, 4 DH)
+            c, n, m, h = _gates_step(*raw.chunk(4, dim=-1), c, n, m, forget_gate)
+            cs.append(c), ns.append(n), ms.append(m), hs.append(h), raws.append(raw)
+        H = torch.stack(hs)  # (S + 1, NH, B, DH), with h0 first
+        ctx.forget_gate = forget_gate
+        ctx.save_for_backward(R, torch.stack(raws), torch.stack(cs), torch.stack(ns), torch.stack(ms), H)
+        return H[1:], c, n, m, h
+
+    @staticmethod
+    def backward(ctx, dH, dc_T, dn_T, _dm_T, dh_T):
+        R, raw, C, N, M, H = ctx.saved_tensors
+        S = raw.shape[0]
+        i_raw, f_raw, z_raw, o_raw = raw.chunk(4, dim=-1)  # (S, NH, B, DH) each
+        m_new = M[1:]
+        ip = torch.exp(i_raw - m_new)
+        expo = log_forget(f_raw, ctx.forget_gate) + M[:-1] - m_new
+        fp = torch.exp(torch.clamp(expo, max=0.0))
+        z, o = torch.tanh(z_raw), torch.sigmoid(o_raw)
+        c_t, n_t = C[1:], N[1:]
+        dlogf = torch.sigmoid(-f_raw) if ctx.forget_gate == "sigmoid" else torch.ones_like(f_raw)
+        # per-step factors of the backward recursion
+        h_over_c = o / n_t  # dh/dc
+        h_over_n = H[1:] / n_t  # -dh/dn
+        do_fac = c_t / n_t * o * (1 - o)  # dh/do~
+        df_fac = fp * (expo <= 0).to(fp.dtype) * dlogf  # df'/df~ / f'... times f'
+        dz_fac = ip * (1 - z * z)
+        zero = torch.zeros_like(C[0])
+        dc = zero if dc_T is None else dc_T
+        dn = zero if dn_T is None else dn_T
+        dh_rec = zero if dh_T is None else dh_T
+        Rt = R.transpose(1, 2)  # (NH, 4 DH, DH)
+        draws = [None] * S
+        for t in range(S - 1, -1, -1):
+            dh = dh_rec if dH is None else dH[t] + dh_rec
+            dc = dc + dh * h_over_c[t]
+            dn = dn - dh * h_over_n[t]
+            draw = torch.cat([(dc * z[t] + dn) * ip[t], (dc * C[t] + dn * N[t]) * df_fac[t],
+                              dc * dz_fac[t], dh * do_fac[t]], dim=-1)  # (NH, B, 4 DH)
+            draws[t] = draw
+            dc, dn = dc * fp[t], dn * fp[t]
+            dh_rec = torch.bmm(draw, Rt)
+        dgx = torch.stack(draws)  # (S, NH, B, 4 DH)
+        NH, B, DH = H.shape[1:]
+        h_prev = H[:-1].permute(1, 3, 0, 2).reshape(NH, DH, S * B)
+        dR = torch.bmm(h_prev, dgx.permute(1, 0, 2, 3).reshape(NH, S * B, 4 * DH))
+        return dgx, dR, dc, dn, None, dh_rec, None
 
 
 def _recurrent_preact(h: Tensor, R: Tensor) -> Tensor:
@@ -121,13 +187,13 @@ def slstm_sequence(
     dt = state_dtype(gates.dtype)
     B, S, NH, _, DH = gates.shape
     st = _prepare_state(initial_state, B, NH, DH, dt, gates.device)
-    g, Rf = gates.to(dt), R.to(dt)
-    hs = []
-    for t in range(S):
-        st = slstm_pointwise(g[:, t] + _recurrent_preact(st.h, Rf), st, forget_gate)
-        hs.append(st.h)
-    h = torch.stack(hs, dim=1).to(gates.dtype)
-    return (h, st) if return_state else h
+    gx = gates.to(dt).permute(1, 2, 0, 3, 4).reshape(S, NH, B, 4 * DH)  # (S, NH, B, 4 DH)
+    inner = (t.transpose(0, 1).contiguous() for t in st)  # (NH, B, DH) each
+    H, c, n, m, h = _Sequence.apply(gx, R.to(dt), *inner, forget_gate)
+    out = H.permute(2, 0, 1, 3).to(gates.dtype)  # (B, S, NH, DH)
+    if not return_state:
+        return out
+    return out, SLSTMState(*(t.transpose(0, 1) for t in (c, n, m, h)))
 
 
 __all__ = ["SLSTMState", "slstm_step", "slstm_sequence", "slstm_zero_state", "slstm_pointwise"]
