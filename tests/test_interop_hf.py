@@ -174,6 +174,22 @@ def test_sharded_round_trip(tmp_path, loaded):
     assert not list(tmp_path.glob("model-*-of-*.safetensors"))
 
 
+def test_saving_over_the_folder_a_model_was_memory_mapped_from(tmp_path, loaded):
+    """Files are replaced atomically, so a model whose weights map the old files keeps working."""
+    hf.save(loaded["h64"], tmp_path)
+    model = hf.load(tmp_path)
+    ids = torch.randint(0, 99, (1, 20))
+    with torch.no_grad():
+        before = model(ids)
+        loaded["h64"].lm_head.weight.add_(1.0)
+        try:
+            hf.save(loaded["h64"], tmp_path)
+        finally:
+            loaded["h64"].lm_head.weight.sub_(1.0)
+        assert torch.equal(model(ids), before)
+        assert not torch.equal(hf.load(tmp_path)(ids), before)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # loading details
 

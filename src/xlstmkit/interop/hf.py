@@ -340,7 +340,8 @@ def _read_header(file: Path) -> tuple[dict[str, _StoredTensor], list[str]]:
         if name == "__metadata__":
             continue
         if info.get("dtype") not in _ST_DTYPES:
-            problems.append(f"{name} in {file.name} has dtype {info.get('dtype')}, expected one of {sorted(_ST_DTYPES)}")
+            problems.append(f"{name} in {file.name} has dtype {info.get('dtype')}, "
+                            f"expected one of {sorted(_ST_DTYPES)}")
         out[name] = _StoredTensor(file, 8 + n, info.get("dtype"), tuple(info["shape"]), tuple(info["data_offsets"]))
     return out, problems
 
