@@ -102,7 +102,11 @@ def assert_matches(name: str, ref: torch.Tensor, got: torch.Tensor, rel: float) 
                             f"{int((~ok).sum())}/{ok.numel()} elements beyond rel {rel:g}")
 
 
+# float64: our three forms agree with the official step() to ~1e-15, but the official parallel form itself differs
+# from the official step() by up to ~6e-8 (its stabiliser m omits the initial state's 0, which moves the eps term), so
+# the parallel comparison gets 1e-7 and the step comparison 1e-12
 TOL = {torch.float32: 1e-4, torch.float64: 1e-7}
+STEP_TOL = {torch.float32: 1e-4, torch.float64: 1e-12}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -137,7 +141,7 @@ def test_token_steps_match_official_step(stack, dtype):
         for t in range(x.shape[1]):
             logits, st = ours(x[:, t:t + 1], state=st, return_state=True, mlstm_form="recurrent")
             got_steps.append(logits)
-        assert_matches(f"{stack} steps", ref, torch.cat(got_steps, dim=1), TOL[dtype])
+        assert_matches(f"{stack} steps", ref, torch.cat(got_steps, dim=1), STEP_TOL[dtype])
         # a chunkwise prefill with state out, then steps, continues exactly like the official token loop
         pieces, st = [], None
         logits, st = ours(x[:, :9], return_state=True)
@@ -145,7 +149,7 @@ def test_token_steps_match_official_step(stack, dtype):
         for t in range(9, x.shape[1]):
             logits, st = ours(x[:, t:t + 1], state=st, return_state=True, mlstm_form="recurrent")
             pieces.append(logits)
-        assert_matches(f"{stack} prefill+steps", ref, torch.cat(pieces, dim=1), TOL[dtype])
+        assert_matches(f"{stack} prefill+steps", ref, torch.cat(pieces, dim=1), STEP_TOL[dtype])
 
 
 def test_gradients_match_official_float64():

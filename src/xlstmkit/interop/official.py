@@ -58,12 +58,11 @@ def _import_xlstm():
         import xlstm  # noqa: F401
         from xlstm.blocks.mlstm.layer import mLSTMLayer
         from xlstm.blocks.slstm.layer import sLSTMLayer
-        from xlstm.components.ln import LayerNorm
         from xlstm.xlstm_block_stack import xLSTMBlockStack as OfficialStack
         from xlstm.xlstm_lm_model import xLSTMLMModel
     except ImportError as exc:  # pragma: no cover - the package is a test dependency
         raise ImportError("from_official needs the official `xlstm` package (pip install xlstm)") from exc
-    return xLSTMLMModel, OfficialStack, mLSTMLayer, sLSTMLayer, LayerNorm
+    return xLSTMLMModel, OfficialStack, mLSTMLayer, sLSTMLayer
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -125,7 +124,7 @@ def _inspect_conv(plan: _Plan, name: str, conv_module: nn.Module | None) -> None
 
 def _inspect(model: nn.Module) -> tuple[nn.Module, nn.Module | None, _Plan]:
     stack, lm = _split(model)
-    _, _, mLSTMLayer, sLSTMLayer, _ = _import_xlstm()
+    _, _, mLSTMLayer, sLSTMLayer = _import_xlstm()
     plan = _Plan()
     scfg = stack.config
     E = int(scfg.embedding_dim)
@@ -239,8 +238,8 @@ def _inspect(model: nn.Module) -> tuple[nn.Module, nn.Module | None, _Plan]:
     distinct_dropout = sorted(set(dropouts))
     if len(distinct_dropout) > 1:
         plan.problems.append(f"dropout rates differ between the stack, the layers and the feed-forward "
-                             f"({distinct_dropout}); xlstmkit uses one dropout rate (set FeedForwardConfig.dropout to the stack's dropout, or all to 0 for "
-                             f"inference)")
+                             f"({distinct_dropout}); xlstmkit uses one dropout rate (set FeedForwardConfig.dropout to the "
+                             f"stack's dropout, or all to 0 for inference)")
     distinct_eps = sorted(set(eps_values))
     if len(distinct_eps) > 1:
         plan.problems.append(f"norm eps values differ ({distinct_eps}); xlstmkit uses one norm_eps")
@@ -316,9 +315,6 @@ def config_from_official(model: nn.Module, *, mlstm_form: str = "chunkwise", chu
 # ----------------------------------------------------------------------------------------------------------------------
 # copying the weights
 
-Source = Callable[[], Tensor]
-
-
 def _norm_weight(norm: nn.Module) -> Tensor:
     """An official LayerNorm's effective scale, as xlstmkit's residual weight w (scale = 1 + w)."""
     if norm.weight is None:
@@ -330,7 +326,7 @@ def _norm_weight(norm: nn.Module) -> Tensor:
 def _weight_map(stack: nn.Module, lm: nn.Module | None, ours: nn.Module, prefix: str, off_prefix: str
                 ) -> tuple[dict[str, Tensor], set[str]]:
     """Our state-dict entries, built from the official model, and the official state-dict keys they consumed."""
-    _, _, mLSTMLayer, _, _ = _import_xlstm()
+    _, _, mLSTMLayer, _ = _import_xlstm()
     out: dict[str, Tensor] = {}
     used: set[str] = set()
     off_sd = dict((lm if lm is not None else stack).named_parameters(remove_duplicate=False))
