@@ -9,8 +9,8 @@ one that runs on CPU). Usage:  python tests/_hf_reference.py JOB.json  where the
 "make" builds a random xLSTMForCausalLM (parameters perturbed so that every gate and projection matters), saves it
 with save_pretrained and writes D/reference.safetensors with, per length L, the input ids `ids_L` (batch 2) and
 transformers' logits `logits_L`; "generate": n adds `gen_prompt` / `gen_out` (greedy, n new tokens, by repeated
-full forward passes without a cache, which also works for sizes transformers' cache gets wrong); "grad_length": L
-adds the loss and every parameter's gradient (`grad.NAME`) of one next-token cross-entropy step. "check" loads D
+full forward passes without a cache, which also works for sizes transformers' cache gets wrong); "cache_length": L adds
+transformers' cache after the L-token input (`cache.LAYER.C|n|m`); "grad_length": L adds the loss and every parameter's gradient (`grad.NAME`) of one next-token cross-entropy step. "check" loads D
 with from_pretrained and writes D/transformers_logits.safetensors for the same kind of inputs.
 """
 
@@ -61,6 +61,11 @@ def make(job: dict) -> None:
         out["gen_out"] = ids
         if job.get("generate_cached"):  # transformers' own cached greedy generate (sizes where its cache works)
             out["gen_out_hf"] = model.generate(out["gen_prompt"], max_new_tokens=job["generate"], do_sample=False)
+    if job.get("cache_length"):  # transformers' own recurrent state after a prefill (xLSTMCache.rnn_state)
+        ids = out[f"ids_{job['cache_length']}"]
+        cache = model(ids, use_cache=True).cache_params
+        for layer, (C, n, m) in cache.rnn_state.items():
+            out.update({f"cache.{layer}.C": C, f"cache.{layer}.n": n, f"cache.{layer}.m": m})
     if job.get("grad_length"):  # a training step at a length transformers can train at (< its chunk size)
         with torch.enable_grad():
             ids = inputs(config.vocab_size, [job["grad_length"] + 1], job["seed"] + 3)[job["grad_length"] + 1]

@@ -28,7 +28,7 @@ GEN = 8
 CASES = {
     # sizes transformers' cache handles (hidden * 0.5 a multiple of 64): its own cached generate is compared too
     "h128": dict(config=dict(hidden_size=128, num_heads=2, num_hidden_layers=2, vocab_size=99, eos_token_id=None),
-                 generate=GEN, generate_cached=True),
+                 generate=GEN, generate_cached=True, cache_length=67),
     # sizes where transformers' cache breaks (generation compared against its no-cache forward)
     "h64": dict(config=dict(hidden_size=64, num_heads=2, num_hidden_layers=2, vocab_size=99, eos_token_id=None),
                 generate=GEN),
@@ -134,6 +134,26 @@ def test_gradients_match_transformers_where_it_can_train(reference, loaded):
         for name, p in model.named_parameters():
             theirs = ref[f"grad.{hf._to_hf_name(name)}"]
             assert_close(p.grad, theirs, rel=1e-3)
+
+
+def test_state_converts_to_and_from_transformers_cache(reference, loaded):
+    """Our state after 67 tokens is transformers' xLSTMCache.rnn_state up to the key scaling, both ways."""
+    ref = load_file(reference["h128"] / "reference.safetensors")
+    model = loaded["h128"]
+    ids = ref["ids_67"]
+    with torch.no_grad():
+        _, state = model(ids[:, :-1], return_state=True)
+        _, state = model(ids[:, -1:], state=state, return_state=True)
+    theirs = {layer: tuple(ref[f"cache.{layer}.{x}"] for x in "Cnm") for layer in range(2)}
+    converted = hf.state_to_transformers(state, model.config)
+    for layer in range(2):
+        for ours, t in zip(converted[layer], theirs[layer]):
+            assert ours.shape == t.shape
+            assert_close(ours, t, rel=1e-4)
+    back = hf.state_from_transformers(theirs, model.config)
+    nxt = ref["ids_130"][:, :5]
+    with torch.no_grad():
+        assert_close(model(nxt, state=back), model(nxt, state=state), rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ one ValueError.
 
 `save` writes the transformers layout (`model_type: "xlstm"`, `xLSTMForCausalLM`, native CPU kernels, single weight
 mode), sharded with an index when `max_shard_size` is given, each file written atomically.
+`state_to_transformers` / `state_from_transformers` convert recurrent states to and from its `xLSTMCache.rnn_state`;
+`load_tokenizer` reads the folder's `tokenizer.json`.
 """
 
 from __future__ import annotations
@@ -505,6 +507,31 @@ def save(model: xLSTMLarge, path: str | os.PathLike, max_shard_size: int | str |
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# recurrent state <-> transformers' xLSTMCache.rnn_state
+
+
+def state_to_transformers(state, config: xLSTMLargeConfig) -> dict[int, tuple[torch.Tensor, ...]]:
+    """Our per-block `MLSTMState`s as transformers' `xLSTMCache.rnn_state` {block: (C, n, m (B, NH, 1))}.
+
+    transformers scales the queries by DQK**-0.5 where our ops scale the keys, so its C and n are ours times
+    sqrt(DQK); m is the same. (Its cache uses rounded-up head sizes; this conversion gives the layer's real ones.)
+    """
+    scale = config.qk_head_dim ** 0.5
+    return {b: (st.C * scale, st.n * scale, st.m.unsqueeze(-1)) for b, st in enumerate(state)}
+
+
+def state_from_transformers(rnn_state: dict, config: xLSTMLargeConfig) -> tuple:
+    """transformers' `xLSTMCache.rnn_state` as the state `xLSTMLarge.forward(state=...)` takes (float32)."""
+    from xlstmkit.ops.mlstm import MLSTMState
+
+    scale = config.qk_head_dim ** -0.5
+    if len(rnn_state) != config.num_blocks:
+        raise ValueError(f"rnn_state must hold {config.num_blocks} blocks, got {len(rnn_state)}")
+    return tuple(MLSTMState(C.float() * scale, n.float() * scale, m.float().reshape(m.shape[0], -1))
+                 for C, n, m in (rnn_state[b] for b in range(config.num_blocks)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # tokenizer
 
 
@@ -525,4 +552,5 @@ def load_tokenizer(path: str | os.PathLike):
     return Tokenizer.from_file(str(file))
 
 
-__all__ = ["load", "save", "load_tokenizer", "has_tokenizer", "config_from_hf", "config_to_hf", "CheckpointError"]
+__all__ = ["load", "save", "load_tokenizer", "has_tokenizer", "config_from_hf", "config_to_hf", "CheckpointError",
+           "state_to_transformers", "state_from_transformers"]
