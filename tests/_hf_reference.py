@@ -8,10 +8,13 @@ one that runs on CPU). Usage:  python tests/_hf_reference.py JOB.json  where the
 
 "make" builds a random xLSTMForCausalLM (parameters perturbed so that every gate and projection matters), saves it
 with save_pretrained and writes D/reference.safetensors with, per length L, the input ids `ids_L` (batch 2) and
-transformers' logits `logits_L`; "generate": n adds `gen_prompt` / `gen_out` (greedy, n new tokens, by repeated
-full forward passes without a cache, which also works for sizes transformers' cache gets wrong); "cache_length": L adds
-transformers' cache after the L-token input (`cache.LAYER.C|n|m`); "grad_length": L adds the loss and every parameter's gradient (`grad.NAME`) of one next-token cross-entropy step. "check" loads D
-with from_pretrained and writes D/transformers_logits.safetensors for the same kind of inputs.
+transformers' logits `logits_L`. Optional keys add more:
+    "generate": n          `gen_prompt` / `gen_out`: greedy, n new tokens, by repeated full forward passes without
+                           a cache (works for sizes transformers' cache gets wrong); "generate_cached": true adds
+                           `gen_out_hf` from its own cached `generate`
+    "cache_length": L      transformers' cache after the L-token input (`cache.LAYER.C|n|m`)
+    "grad_length": L       loss and every parameter's gradient (`grad.NAME`) of one next-token cross-entropy step
+"check" loads D with from_pretrained and writes D/transformers_logits.safetensors for the same kind of inputs.
 """
 
 import json
