@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from xlstmkit.generation import GenerationMixin
 from xlstmkit.ops.mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
@@ -287,6 +288,8 @@ class xLSTMLarge(GenerationMixin, nn.Module):
         self.out_norm = (RMSNorm(c.embedding_dim, c.norm_eps, False, c.norm_reduction_force_float32)
                          if c.add_out_norm else None)
         self.lm_head = nn.Linear(c.embedding_dim, c.vocab_size, bias=False)
+        # recompute each block in the backward pass instead of keeping its activations (fine-tuning large models)
+        self.gradient_checkpointing = False
         self.reset_parameters()
 
     @torch.no_grad()
@@ -349,8 +352,13 @@ class xLSTMLarge(GenerationMixin, nn.Module):
                              f"got {type(state).__name__} of length {len(state) if hasattr(state, '__len__') else '?'}")
         x = self.embedding(input_ids)  # (B, S, E)
         new_states = []
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for b, block in enumerate(self.blocks):
-            x, st = block(x, None if state is None else state[b], form, return_state)
+            block_state = None if state is None else state[b]
+            if recompute:
+                x, st = checkpoint(block, x, block_state, form, return_state, use_reentrant=False)
+            else:
+                x, st = block(x, block_state, form, return_state)
             new_states.append(st)
         if self.out_norm is not None:
             x = self.out_norm(x)
