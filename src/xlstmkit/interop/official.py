@@ -238,8 +238,8 @@ def _inspect(model: nn.Module) -> tuple[nn.Module, nn.Module | None, _Plan]:
     distinct_dropout = sorted(set(dropouts))
     if len(distinct_dropout) > 1:
         plan.problems.append(f"dropout rates differ between the stack, the layers and the feed-forward "
-                             f"({distinct_dropout}); xlstmkit uses one dropout rate (set FeedForwardConfig.dropout to the "
-                             f"stack's dropout, or all to 0 for inference)")
+                             f"({distinct_dropout}); xlstmkit uses one dropout rate (set FeedForwardConfig.dropout "
+                             f"to the stack's dropout, or all to 0 for inference)")
     distinct_eps = sorted(set(eps_values))
     if len(distinct_eps) > 1:
         plan.problems.append(f"norm eps values differ ({distinct_eps}); xlstmkit uses one norm_eps")
@@ -293,7 +293,9 @@ def _sizes_config(plan: _Plan, extra: dict[str, Any]) -> xLSTMConfig:
     if plan.ffn_dim is not None:
         exact["ffn_proj_factor"] = (plan.ffn_dim - multiple / 2) / E
     cfg = xLSTMConfig(**exact)
-    assert _sizes_match(cfg, plan), (cfg, plan)
+    if not _sizes_match(cfg, plan):  # cannot happen by the arithmetic above; never return a wrong-sized model
+        raise RuntimeError(f"could not reproduce the official sizes (inner {plan.inner_dim}, ffn {plan.ffn_dim}); "
+                           f"got {cfg.mlstm_inner_dim}, {cfg.ffn_dim}")
     return cfg
 
 
