@@ -10,6 +10,7 @@ Two kinds:
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
@@ -17,6 +18,7 @@ import torch
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_KINDS = ("bytes", "bpe")
+_SAFE_CUT = re.compile(r"\n(?=\S)")
 
 
 def _byte_level_alphabet() -> dict[int, str]:
@@ -124,11 +126,20 @@ class BPETokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids
 
-    def encode_tensor(self, text: str) -> torch.Tensor:
-        """The tokens of `text` as a 1-D int64 tensor; long text is encoded line-batched (in parallel)."""
-        lines = text.splitlines(keepends=True)
+    def encode_tensor(self, text: str, chunk_chars: int = 1 << 16) -> torch.Tensor:
+        """The tokens of `text` as a 1-D int64 tensor, the same as `encode(text)`: long text is cut into chunks (encoded
+        in parallel) only after a line break followed by a non-space character, which the byte-level pre-tokenizer
+        always separates, so no merge could have crossed a cut."""
+        pieces, pos = [], 0
+        while pos < len(text):
+            end = pos + chunk_chars
+            if end < len(text):
+                match = _SAFE_CUT.search(text, end)
+                end = match.start() + 1 if match else len(text)
+            pieces.append(text[pos:end])
+            pos = end
         ids: list[int] = []
-        for enc in self._tok.encode_batch(lines):
+        for enc in self._tok.encode_batch(pieces):
             ids.extend(enc.ids)
         return torch.tensor(ids, dtype=torch.long)
 

@@ -218,8 +218,8 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
     for _, path in ckpts[: max(0, len(ckpts) - keep_last)]:
         shutil.rmtree(path, ignore_errors=True)
     root = checkpoint_dir(run_dir)
-    for p in root.glob(".tmp-step_*"):
-        if not p.name.endswith(f"-{os.getpid()}"):
+    for pattern in (".tmp-step_*", ".old-step_*"):  # folders of writes that were interrupted (this is not one)
+        for p in root.glob(pattern):
             shutil.rmtree(p, ignore_errors=True)
 
 
