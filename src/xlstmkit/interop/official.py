@@ -195,8 +195,8 @@ def _inspect(model: nn.Module) -> tuple[nn.Module, nn.Module | None, _Plan]:
                 plan.problems.append(f"sLSTM gradient_recurrent_clipval={c.gradient_recurrent_clipval} (changes the "
                                      f"backward, and the CUDA forward; not implemented)")
             if c.forward_clipval is not None:
-                plan.problems.append(f"sLSTM forward_clipval={c.forward_clipval} (changes the forward; "
-                                     f"not implemented)")
+                plan.problems.append(f"sLSTM forward_clipval={c.forward_clipval} (asks for clipping of the "
+                                     f"forward, which xlstmkit does not do; xlstm 2.0.6 itself ignores the field)")
             if c.constants:
                 plan.problems.append(f"sLSTM constants={c.constants!r} (kernel compile constants; not supported)")
             if c.input_shape != "BSGNH":
