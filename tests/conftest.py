@@ -1,8 +1,9 @@
 """Shared test helpers: seeded random inputs for the ops and a closeness check that reports its errors.
 
-The helpers are plain functions (importable as `from conftest import ...` from a test module in this folder) and are
-also offered as session-scoped fixtures of the same name, which is the form the test modules use (session scope keeps
-them usable inside hypothesis tests).
+The helpers are plain functions, importable as `from conftest import ...` from a test module in this folder (pytest's
+default "prepend" import mode puts tests/ on sys.path; this needs tests/ to stay without an __init__.py). They are also
+offered as session-scoped fixtures of the same name (mlstm_inputs, slstm_inputs, assert_close, assert_finite);
+session scope keeps them usable inside hypothesis tests.
 """
 
 from __future__ import annotations
