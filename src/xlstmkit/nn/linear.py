@@ -20,6 +20,9 @@ class HeadwiseLinear(nn.Module):
         nn.init.normal_(self.weight, std=in_features**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:
-        xh = x.unflatten(-1, (self.num_heads, -1))  # (..., NH, DIN)
-        y = torch.einsum("...hi,hoi->...ho", xh, self.weight).flatten(-2)
+        lead = x.shape[:-1]
+        NH = self.num_heads
+        xh = x.reshape(-1, NH, x.shape[-1] // NH).transpose(0, 1)  # (NH, N, DIN)
+        y = torch.bmm(xh, self.weight.transpose(1, 2))  # (NH, N, DOUT): one batched matmul, no einsum planning
+        y = y.transpose(0, 1).reshape(*lead, -1)
         return y if self.bias is None else y + self.bias
