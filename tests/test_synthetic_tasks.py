@@ -42,6 +42,15 @@ def brute_mod_arith(x):
     return [str(eval(" ".join(x)) % 5)]  # Python's own precedence rules on the expression text
 
 
+def brute_solve_equation(x):
+    *expression, is_, rhs = x
+    assert is_ == "is"
+    text = " ".join(expression)
+    solutions = [d for d in range(5) if eval(text.replace("x", str(d))) % 5 == int(rhs)]
+    assert len(solutions) == 1  # + and - only: exactly one solution
+    return [str(solutions[0])]
+
+
 def brute_majority(x):
     counts = Counter(x)
     best = max(counts.values())
@@ -99,6 +108,7 @@ BRUTE = {
     "bucket_sort": brute_bucket_sort,
     "odds_first": brute_odds_first,
     "missing_duplicate": brute_missing_duplicate,
+    "solve_equation": brute_solve_equation,
     "set": brute_set,
     "stack_manipulation": brute_stack,
 }
@@ -132,7 +142,7 @@ def test_labels_match_brute_force_solver(name):
         assert answer == BRUTE[name](x), (name, x)
         # the input has the requested length, rounded up to the next one the task allows
         rounded = {"mod_arith": length | 1, "mod_arith_brackets": length | 1,
-                   "missing_duplicate": length + (length % 2)}.get(name, length)
+                   "missing_duplicate": length + (length % 2), "solve_equation": (length | 1) + 2}.get(name, length)
         assert len(x) == rounded
         assert "<pad>" not in x and "=" not in x
 
@@ -151,7 +161,7 @@ def test_answer_class_counts_follow_the_paper_table():
     # s_rand per the paper's table (section 2.1); ours equals it where our answer classes are the same
     paper = {"parity": 1 / 2, "even_pairs": 1 / 2, "cycle_nav": 1 / 5, "mod_arith": 1 / 5,
              "mod_arith_brackets": 1 / 5, "repetition": 1 / 10, "reverse_string": 1 / 10, "bucket_sort": 1 / 10,
-             "odds_first": 1 / 10, "set": 1 / 126}
+             "odds_first": 1 / 10, "set": 1 / 126, "solve_equation": 1 / 5}
     for name, s_rand in paper.items():
         assert get_task(name).s_rand == pytest.approx(s_rand), name
     assert get_task("mod_arith").vocab_size == 10 and get_task("mod_arith_brackets").vocab_size == 12

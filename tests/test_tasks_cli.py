@@ -110,3 +110,12 @@ def test_bad_arguments_fail_clearly():
         main(["tasks", "run", "parityy", "--model", "lstm", *TINY])
     with pytest.raises(SystemExit):
         main(["tasks"])  # an action is required
+
+
+@pytest.mark.slow
+def test_slstm_learns_parity_and_generalises_to_longer_inputs(tmp_path):
+    # the paper's central state-tracking claim, in miniature: train on lengths 1..20, test on 40..80
+    result = _run(tmp_path, "parity", "xlstm[0:1]",
+                  ["--steps", "600", "--batch-size", "32", "--dim", "32", "--lr", "1e-2", "--train-lengths", "1:20",
+                   "--test-lengths", "40:80:20", "--eval-samples", "32"])
+    assert result["scaled_accuracy"] >= 0.9

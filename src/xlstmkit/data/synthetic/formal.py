@@ -195,6 +195,7 @@ class ModularArithmeticBrackets(FormalTask):
     name = "mod_arith_brackets"
     level = "DCF"
     wrap_probability = 0.15  # chance that a sub-expression is a redundant ( E ) when a binary split is possible
+    ops: tuple[str, ...] = OPS
 
     def __init__(self) -> None:
         super().__init__((*DIGITS, *OPS, "(", ")"), DIGITS)
@@ -211,7 +212,7 @@ class ModularArithmeticBrackets(FormalTask):
         else:
             left_len = 2 * int(rng.integers(0, (n - 3) // 2)) + 1  # odd, 1 .. n-4
             left = self._expression(left_len, rng, out)
-            op = OPS[int(rng.integers(0, len(OPS)))]
+            op = self.ops[int(rng.integers(0, len(self.ops)))]
             out.append(op)
             right = self._expression(n - 3 - left_len, rng, out)
             value = _apply(op, left, right)
@@ -242,6 +243,46 @@ class ModularArithmeticBrackets(FormalTask):
                     values.append(_apply(pending.pop(), left, right))
                 pending.pop()
         return self.ids_of([str(values[-1])])
+
+
+class SolveEquation(ModularArithmeticBrackets):
+    """Solve equation (deterministic context-free): an expression of the grammar E -> d | ( E ) | ( E op E ) with
+    op in + - (no product, so the solution is unique), in which one digit has been replaced by the unknown `x`,
+    followed by `is` and the expression's value modulo 5; answer: the digit x must be.
+
+    L is the number of expression tokens, rounded up to the next odd number (the input has L + 2 tokens with `is`
+    and the value). s_rand = 1/5 (paper: 1/(|V|-9), |V| = 14; our vocabulary has no `*`, so |V| = 13).
+    """
+
+    name = "solve_equation"
+    ops = ("+", "-")
+
+    def __init__(self) -> None:
+        FormalTask.__init__(self, (*DIGITS, "+", "-", "(", ")", "x", "is"), DIGITS)
+
+    def instance(self, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        n = length if length % 2 else length + 1
+        names: list[str] = []
+        value = self._expression(n, rng, names)
+        digit_positions = [i for i, name in enumerate(names) if name in DIGITS]
+        hole = digit_positions[int(rng.integers(0, len(digit_positions)))]
+        answer = names[hole]
+        names[hole] = "x"
+        return self.ids_of([*names, "is", str(value)]), self.ids_of([answer])
+
+    def solve(self, x: np.ndarray) -> np.ndarray:
+        # x enters the value with sign +1 or -1 (only + and - occur), so value(x) = value(0) + sign * x
+        names = self.decode(x)
+        expression, target = np.array(self.ids_of(names[:-2])), int(names[-1])
+        base = int(self._evaluate(expression, 0))
+        sign = (int(self._evaluate(expression, 1)) - base) % MOD  # 1 or 4 (= -1)
+        solution = (target - base) * (1 if sign == 1 else -1) % MOD
+        return self.ids_of([str(solution)])
+
+    def _evaluate(self, expression: np.ndarray, value_of_x: int) -> int:
+        ids = expression.copy()
+        ids[ids == self.ids["x"]] = self.ids[str(value_of_x)]
+        return int(self.decode(ModularArithmeticBrackets.solve(self, ids))[0])
 
 
 class _CounterTask(_UniformStringTask):
@@ -420,6 +461,7 @@ FORMAL_TASKS: dict[str, type[FormalTask]] = {
         BucketSort,
         OddsFirst,
         MissingDuplicate,
+        SolveEquation,
         SetTask,
         StackManipulation,
     )
