@@ -54,9 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_cell_options(grid)
 
 
-FIGURE4_TASKS = ("bucket_sort", "missing_duplicate", "mod_arith_brackets", "solve_equation", "cycle_nav", "even_pairs",
-                 "mod_arith",
-                 "parity", "majority", "majority_count")
+FIGURE4_TASKS = ("bucket_sort", "missing_duplicate", "mod_arith_brackets", "solve_equation", "cycle_nav",
+                 "even_pairs", "mod_arith", "parity", "majority", "majority_count")
 
 
 def _cell_config(args: argparse.Namespace, task: str, model: str):
