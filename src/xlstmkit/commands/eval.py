@@ -46,8 +46,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    import torch
-
     from ..data.text import load_corpus
     from ..data.tokenizer import encode_to_tensor, token_byte_lengths
     from ..train.checkpoint import atomic_write_bytes
@@ -72,7 +70,6 @@ def _main(args: argparse.Namespace) -> int:
         counts = unigram_counts(encode_to_tensor(tokenizer, corpus.train_text), tokenizer.vocab_size)
     byte_lengths = token_byte_lengths(tokenizer)
     print(f"weights: {source}")
-    torch.set_grad_enabled(False)
     result = evaluate(model, val_tokens, seq_len=cfg.seq_len, max_tokens=max_tokens, byte_lengths=byte_lengths,
                       counts=counts, batch_size=args.batch_size, dtype=cfg.dtype)
     print(format_result(result))

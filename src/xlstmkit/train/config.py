@@ -33,9 +33,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "small": {  # the default: ~10 minutes on 2 CPU cores
         "model": {"embedding_dim": 128, "num_blocks": 4, "slstm_at": [2], "mlstm_num_heads": 4,
                   "slstm_num_heads": 4, "chunk_size": 64},
-        "train": {"batch_size": 32, "seq_len": 128, "max_steps": 400, "warmup_steps": 40, "lr": 3e-3,
-                  "checkpoint_every": 100, "eval_every": 100, "eval_tokens": 8192, "final_eval_tokens": 32768,
-                  "sample_tokens": 300, "time_budget": 510.0},
+        "train": {"batch_size": 32, "seq_len": 128, "max_steps": 250, "warmup_steps": 25, "lr": 3e-3,
+                  "checkpoint_every": 50, "eval_every": 50, "eval_tokens": 4096, "final_eval_tokens": 16384,
+                  "sample_tokens": 200, "time_budget": 480.0},
     },
     "medium": {  # an hour-scale CPU run, or minutes on a GPU
         "model": {"embedding_dim": 256, "num_blocks": 8, "block_pattern": "xLSTM[7:1]", "mlstm_num_heads": 4,
