@@ -95,7 +95,7 @@ def _prepare_state(initial_state, B: int, NH: int, DQK: int, DV: int, dtype, dev
     for name, t, shape in (("C", C, (B, NH, DQK, DV)), ("n", n, (B, NH, DQK)), ("m", m, (B, NH))):
         if tuple(t.shape) != shape:
             raise ValueError(f"initial_state {name} must have shape {shape}, got {tuple(t.shape)}")
-    return MLSTMState(C.to(dtype), n.to(dtype), m.to(dtype))
+    return MLSTMState(C.to(dtype), n.to(dtype), m.to(dtype).detach())  # the stabiliser carries no gradient
 
 
 def _denominator(qn: Tensor, m: Tensor, eps: float) -> Tensor:

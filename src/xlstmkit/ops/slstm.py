@@ -68,7 +68,8 @@ def _prepare_state(state, B, NH, DH, dtype, device) -> SLSTMState:
     for name, t in zip("cnmh", state):
         if tuple(t.shape) != (B, NH, DH):
             raise ValueError(f"state {name} must have shape {(B, NH, DH)}, got {tuple(t.shape)}")
-    return SLSTMState(*(t.to(dtype) for t in state))
+    c, n, m, h = (t.to(dtype) for t in state)
+    return SLSTMState(c, n, m.detach(), h)  # the stabiliser carries no gradient
 
 
 def _gates_step(i_raw: Tensor, f_raw: Tensor, z_raw: Tensor, o_raw: Tensor, c: Tensor, n: Tensor, m: Tensor,
