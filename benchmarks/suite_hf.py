@@ -1,0 +1,126 @@
+"""transformers' xLSTM (its pure-PyTorch path: the `xlstm` package is blocked in this process) and a transformers
+Llama of matched parameter count, against xlstmkit's `xLSTMLarge` loaded from the same transformers checkpoint,
+side by side in this process. Prints one JSON line per measurement.
+
+    python benchmarks/suite_hf.py [--quick]
+
+Model: the xLSTM-7B block design at d = 256, 6 blocks, 4 heads, byte vocabulary.
+"""
+
+from __future__ import annotations
+
+import sys
+
+sys.modules["xlstm"] = None  # transformers then takes its native (CPU) code path, as on a machine without xlstm
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from measure import LMUnderTest, PeakRSS, forward_fn, interleave, train_step_fn  # noqa: E402
+
+from xlstmkit.interop import hf  # noqa: E402
+
+V = 256
+
+
+def emit(**row) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def build(mode: str):
+    from transformers import LlamaConfig, LlamaForCausalLM, xLSTMConfig, xLSTMForCausalLM
+
+    torch.manual_seed(0)
+    cfg = xLSTMConfig(vocab_size=V, hidden_size=256, num_hidden_layers=6, num_heads=4, mode=mode,
+                      chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
+                      step_kernel="native", return_last_states=True, autocast_kernel_dtype="float32")
+    theirs = xLSTMForCausalLM(cfg)
+    with tempfile.TemporaryDirectory() as d:
+        theirs.save_pretrained(d)
+        ours = hf.load(d, mmap=False)
+    n_x = sum(p.numel() for p in theirs.parameters())
+    llama_cfg = LlamaConfig(vocab_size=V, hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
+                            num_key_value_heads=4, intermediate_size=704, max_position_embeddings=20000,
+                            tie_word_embeddings=False)
+    llama = LlamaForCausalLM(llama_cfg)
+    return theirs, ours, llama, n_x
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rep = 1 if args.quick else 3
+    prompt_len = 512 if args.quick else 4096
+    theirs, ours, llama, _ = build(mode="inference")
+    lms = [
+        LMUnderTest("transformers xLSTM", theirs, logits=lambda ids: theirs(ids, use_cache=False).logits),
+        LMUnderTest("xlstmkit xLSTMLarge", ours, logits=ours),
+        LMUnderTest("transformers Llama", llama, logits=lambda ids: llama(ids, use_cache=False).logits),
+    ]
+    emit(suite="hf", what="params", **{lm.name: lm.params for lm in lms})
+
+    for B, T in ((8, 256), (1, 2048 if not args.quick else 512)):
+        fns = {}
+        for lm in lms:
+            step = train_step_fn(lm, B, T, V)
+            try:
+                step()  # transformers' xLSTM cannot train at some lengths: report it rather than stop
+            except Exception as exc:  # noqa: BLE001 - any failure of the peer is a result
+                emit(suite="hf", what=f"train B={B} T={T}", unit="error", **{lm.name: f"{type(exc).__name__}: "
+                                                                              f"{str(exc)[:120]}"})
+                continue
+            fns[lm.name] = step
+        t = interleave(fns, repeats=rep)
+        emit(suite="hf", what=f"train B={B} T={T}", unit="tokens/s", **{k: B * T / v for k, v in t.items()})
+
+    fns = {lm.name: forward_fn(lm, 8, 256, V) for lm in lms}
+    t = interleave(fns, repeats=rep)
+    emit(suite="hf", what="forward B=8 T=256", unit="tokens/s", **{k: 8 * 256 / v for k, v in t.items()})
+
+    prompt = torch.randint(0, V, (1, 16), generator=torch.Generator().manual_seed(2))
+    n_new = 32 if args.quick else 128
+    for m in (theirs, ours, llama):
+        m.eval()
+
+    def hf_generate(model):
+        return lambda: model.generate(prompt, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                                      use_cache=True, pad_token_id=0)
+
+    t = interleave({"transformers xLSTM": hf_generate(theirs), "xlstmkit xLSTMLarge": lambda: ours.generate(prompt,
+                    n_new), "transformers Llama": hf_generate(llama)}, repeats=rep)
+    emit(suite="hf", what="generate B=1 (16-token prompt)", unit="tokens/s", **{k: n_new / v for k, v in t.items()})
+
+    long_prompt = torch.randint(0, V, (1, prompt_len), generator=torch.Generator().manual_seed(3))
+
+    @torch.no_grad()
+    def prefill(name):
+        if name == "xlstmkit xLSTMLarge":
+            return lambda: ours(long_prompt, return_state=True)
+        model = theirs if name == "transformers xLSTM" else llama
+        return lambda: model(long_prompt, use_cache=True)
+
+    t = interleave({lm.name: prefill(lm.name) for lm in lms}, repeats=1)
+    emit(suite="hf", what=f"prefill B=1 T={prompt_len}", unit="tokens/s", **{k: prompt_len / v for k, v in t.items()})
+
+    for lm in lms:
+        step = train_step_fn(lm, 8, 256, V)
+        try:
+            step()
+            with PeakRSS() as mem:
+                step()
+            emit(suite="hf", what="peak RSS train B=8 T=256", unit="MB", **{lm.name: mem.delta_mb})
+        except Exception as exc:  # noqa: BLE001
+            emit(suite="hf", what="peak RSS train B=8 T=256", unit="error", **{lm.name: type(exc).__name__})
+
+
+if __name__ == "__main__":
+    main()
