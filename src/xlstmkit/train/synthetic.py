@@ -338,7 +338,7 @@ def heatmap(results: Sequence[dict[str, Any]], tasks: Sequence[str], models: Seq
 
     by = {(r["task"], r["model"]): r["scaled_accuracy"] for r in results}
     grid = np.array([[by.get((t, m), np.nan) for t in tasks] for m in models], dtype=float)  # (models, tasks)
-    fig, ax = plt.subplots(figsize=(1.1 * len(tasks) + 2.5, 0.55 * len(models) + 1.8))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(tasks) + 2.5), 0.55 * len(models) + 1.8))
     image = ax.imshow(np.clip(grid, 0.0, 1.0), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(tasks)), labels=tasks, rotation=40, ha="right")
     ax.set_yticks(range(len(models)), labels=models)
@@ -347,7 +347,7 @@ def heatmap(results: Sequence[dict[str, Any]], tasks: Sequence[str], models: Seq
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax, label="scaled accuracy")
-    ax.set_title("Length generalisation: scaled accuracy on test lengths")
+    ax.set_title("Scaled accuracy on the test lengths", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
