@@ -38,7 +38,8 @@ def _torchrun(tmp_path: Path, data: Path, out: Path, *extra: str) -> subprocess.
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
 
-@pytest.mark.parametrize("extra", [(), ("--grad-accum", "2")], ids=["ddp", "ddp+accum"])
+@pytest.mark.parametrize("extra", [(), pytest.param(("--grad-accum", "2"), marks=pytest.mark.slow), ("--fsdp",)],
+                         ids=["ddp", "ddp+accum", "fsdp"])
 def test_two_process_ddp_matches_one_process(tmp_path, extra):
     data = _data(tmp_path)
     one = train(build_run_config("tiny", sets=TINY_MODEL, overrides={"data": str(data), **TRAIN}), tmp_path / "one",
@@ -56,3 +57,21 @@ def test_two_process_ddp_matches_one_process(tmp_path, extra):
     l1 = [float(r.split(",")[2]) for r in rows_one[1:]]
     l2 = [float(r.split(",")[2]) for r in rows_two[1:]]
     assert l1 == pytest.approx(l2, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_fsdp_resume_matches_one_process(tmp_path):
+    """FSDP: 2 steps, then a resume to 3 (each rank cuts its shard from the full checkpoint) == 3 steps in one process."""
+    data = _data(tmp_path)
+    train(build_run_config("tiny", sets=TINY_MODEL, overrides={"data": str(data), **TRAIN, "lr_decay_steps": 3}),
+          tmp_path / "one", progress=False, print_fn=lambda *_: None)
+    done = _torchrun(tmp_path, data, tmp_path / "two", "--fsdp", "--max-steps", "2", "--set", "lr_decay_steps=3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "xlstmkit",
+            "train", "--resume", str(tmp_path / "two"), "--max-steps", "3", "--no-progress"]
+    done = subprocess.run(args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = load_weights(tmp_path / "one" / "model.safetensors"), load_weights(tmp_path / "two" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")

@@ -86,12 +86,35 @@ def _full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) ->
 
 
 def _load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_sd: dict, optim_sd: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, \
-        set_optimizer_state_dict
+    """Load full (unsharded) model and optimiser states, as read from a checkpoint by every rank, into a plain, DDP
+    or FSDP-sharded model: each rank cuts its own shard out of the full tensors (no communication needed)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
-    opts = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, model_sd, options=opts)
-    set_optimizer_state_dict(model, optimizer, optim_sd, options=opts)
+    def local(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if isinstance(like, DTensor):
+            return distribute_tensor(full.to(like.dtype), like.device_mesh, like.placements, src_data_rank=None)
+        return full.to(device=like.device, dtype=like.dtype)
+
+    current = model.state_dict()
+    missing = sorted(set(current) - set(model_sd))
+    if missing:
+        raise CheckpointError(f"the checkpoint does not fit the model: it lacks {missing[:3]}")
+    model.load_state_dict({k: local(model_sd[k], v) for k, v in current.items()})
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    state, groups, idx = {}, [], 0
+    if len(optim_sd["param_groups"]) != len(optimizer.param_groups):
+        raise CheckpointError("the checkpoint's optimiser has a different number of parameter groups")
+    for saved, group in zip(optim_sd["param_groups"], optimizer.param_groups):
+        ids = []
+        for p in group["params"]:
+            entry = optim_sd["state"].get(name_of[id(p)])
+            if entry:
+                state[idx] = {k: (local(v, p) if torch.is_tensor(v) and v.shape == p.shape else v)
+                              for k, v in entry.items()}
+            ids.append(idx)
+            idx += 1
+        groups.append({**{k: v for k, v in saved.items() if k != "params"}, "params": ids})
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 class MetricsLog:
@@ -276,9 +299,12 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
     if progress and info.is_main:
         from tqdm.auto import tqdm
 
+        # no tqdm ETA in the bar: ours (below) also knows the time budget
         pbar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr,
-                    desc="train", smoothing=0.1)
+                    desc="train", smoothing=0.1,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
     stopped_by = "max_steps"
+    resumed_seconds = train_seconds
     t_loop = time.time()
     step = start_step
     step_time = 0.0
@@ -328,11 +354,15 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
             history.append(row)
             metrics.write(row)
             if pbar is not None:
-                post = {"loss": f"{loss_value:.3f}", "tok/s": f"{row['tokens_per_s']:.0f}"}
+                done = step - start_step
+                wall = time.time() - t_loop
+                eta = wall / done * (total - step)
+                if cfg.time_budget is not None:
+                    eta = min(eta, max(0.0, cfg.time_budget - wall))
+                tok_s = cfg.tokens_per_step * done / max(train_seconds - resumed_seconds, 1e-9)
+                post = {"loss": f"{loss_value:.3f}", "tok/s": f"{tok_s:.0f}", "ETA": _clock(eta)}
                 if "val_loss" in row:
                     post["val"] = f"{row['val_loss']:.3f}"
-                if cfg.time_budget is not None:
-                    post["budget"] = f"{max(0.0, cfg.time_budget - (time.time() - t_loop)):.0f}s"
                 pbar.set_postfix(post, refresh=False)
                 pbar.update(1)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
@@ -371,6 +401,7 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
                    "stopped_by": stopped_by, "validation": final.to_dict(), "sample": result.sample}
         atomic_write_bytes(run_dir / RESULTS_FILE, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
         say(f"run folder: {run_dir}")
+    D.barrier(info)  # no rank leaves (and tears the process group down) while rank 0 still works
     return result
 
 
@@ -400,6 +431,14 @@ def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tok
         out.write("\n")
         out.flush()
     return prompt + "".join(pieces)
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss or m:ss."""
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _version() -> str:
