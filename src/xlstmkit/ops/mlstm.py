@@ -224,6 +224,136 @@ def _advance(state: MLSTMState, seg: _Summary) -> MLSTMState:
     )
 
 
+class _Chunkwise(torch.autograd.Function):
+    """The chunkwise form over NC chunks of L positions in one piece: segment summaries, the recurrence over chunk
+    states and the intra-chunk quadratic part, with one hand-written backward (a reverse recurrence over the
+    chunk-state gradients) instead of autograd through NC small steps.
+
+    The normaliser rides along as an extra column of the memory: with v1 = [v | 1] and Cn = [C | n], one matmul
+    updates both C and n, and q Cn gives both q C and q n. Per chunk (m, M and m_loc carry no gradient):
+
+        b = cumsum(log f);  r = i~ - b;  M_t = max(m0, max_{j<=t} r_j);  m_t = b_t + M_t
+        D_tj = exp(r_j - M_t) (j <= t, else 0);  w0 = exp(m0 - M)      (= exp(log D_tj - m_t), exp(b + m0 - m))
+        P = (q k^T) * D;  [num | qn] = P v1 + w0 * (q Cn0);  h = num / (max(|qn|, exp(-m)) + eps)
+        a_t = sum_{s>t} log f_s + i~_t;  g = sum_s log f_s;  m' = max(g + m0, max_t a_t)
+        Cn' = exp(g + m0 - m') Cn0 + (k * exp(a - m'))^T v1
+
+    Shapes: q, k (N, NC, L, DQK) with k scaled; v1 (N, NC, L, DV + 1); logf, i (N, NC, L); Cn_init (N, DQK, DV + 1);
+    m_init (N,). Saved for backward: O(S (L + D)) numbers plus NC chunk states, linear in S.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v1, logf, i, Cn_init, m_init, eps: float):
+        N, NC, L, DQK = q.shape
+        DV1 = v1.shape[-1]
+        BC = N * NC
+        # ---- stabilisers of the chunk states: a tiny max-plus recurrence over NC chunks
+        incl = logf.flip(-1).cumsum(-1).flip(-1)  # (N, NC, L): sum_{s>=t} log f_s, summed from the end (exact)
+        g = incl[..., 0]  # (N, NC)
+        a = torch.cat([incl[..., 1:], torch.zeros_like(incl[..., :1])], dim=-1) + i  # (N, NC, L)
+        m_loc = a.amax(-1)
+        ms = [m_init]
+        for c in range(NC):
+            ms.append(torch.maximum(g[:, c] + ms[-1], m_loc[:, c]))
+        m_all = torch.stack(ms, dim=1)  # (N, NC + 1)
+        m_end = m_all[:, 1:]
+        decay = torch.exp(g + m_all[:, :-1] - m_end)  # (N, NC)
+        # ---- what each chunk adds to the state (already on the scale of the state after it), then the recurrence
+        ew = torch.exp(a - m_end.unsqueeze(-1))  # (N, NC, L)
+        kw = k * ew.unsqueeze(-1)  # (N, NC, L, DQK)
+        v1b = v1.reshape(BC, L, DV1)
+        Cn_add = torch.bmm(kw.view(BC, L, DQK).transpose(1, 2), v1b).view(N, NC, DQK, DV1)
+        Cn0 = q.new_empty(N, NC, DQK, DV1)  # the state each chunk starts from
+        Cn0[:, 0] = Cn_init
+        for c in range(NC - 1):
+            torch.addcmul(Cn_add[:, c], decay[:, c, None, None], Cn0[:, c], out=Cn0[:, c + 1])
+        Cn_fin = torch.addcmul(Cn_add[:, -1], decay[:, -1, None, None], Cn0[:, -1])
+        Cn0 = Cn0.view(BC, DQK, DV1)
+        # ---- intra-chunk part, every chunk at once from the state it starts from
+        m0 = m_all[:, :NC, None]  # (N, NC, 1)
+        b = logf.cumsum(-1)
+        r = i - b
+        M = torch.maximum(r.cummax(-1).values, m0)  # (N, NC, L)
+        upper = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
+        d = (r.unsqueeze(-2) - M.unsqueeze(-1)).masked_fill_(upper, float("-inf")).exp_().view(BC, L, L)
+        w0 = torch.exp(m0 - M).view(BC, L, 1)
+        qb, kb = q.reshape(BC, L, DQK), k.reshape(BC, L, DQK)
+        P = torch.bmm(qb, kb.transpose(1, 2)).mul_(d)  # (BC, L, L)
+        qCn = torch.bmm(qb, Cn0)  # (BC, L, DV1)
+        num1 = torch.baddbmm(qCn * w0, P, v1b)  # (BC, L, DV1) = [num | qn]
+        qn = num1[..., -1]
+        thr = torch.exp(-(b + M)).view(BC, L)
+        den = torch.maximum(qn.abs(), thr) + eps
+        h = num1[..., :-1] / den.unsqueeze(-1)  # (BC, L, DV)
+        ctx.save_for_backward(q, k, v1, Cn0, decay, ew, kw, d, P, w0, qCn, qn, thr, den, h)
+        m_fin = m_all[:, -1]
+        ctx.mark_non_differentiable(m_fin)
+        return h.view(N, NC, L, DV1 - 1), Cn_fin, m_fin
+
+    @staticmethod
+    def backward(ctx, dh, dCn_fin, _dm):
+        q, k, v1, Cn0, decay, ew, kw, d, P, w0, qCn, qn, thr, den, h = ctx.saved_tensors
+        N, NC, L, DQK = q.shape
+        DV1 = v1.shape[-1]
+        BC = N * NC
+        qb, kb, v1b, kwb = q.reshape(BC, L, DQK), k.reshape(BC, L, DQK), v1.reshape(BC, L, DV1), kw.view(BC, L, DQK)
+        # ---- through h = num / den, den = max(|qn|, thr) + eps
+        dh = dh.reshape(BC, L, DV1 - 1)
+        dnum1 = torch.empty(BC, L, DV1, dtype=q.dtype, device=q.device)  # [d num | d qn]
+        torch.div(dh, den.unsqueeze(-1), out=dnum1[..., :-1])
+        dden = -(dh * h).sum(-1) / den  # (BC, L)
+        # d max(|qn|, thr) / d|qn|: 1 where |qn| wins, 1/2 on a tie (as torch.maximum), 0 where the bound wins
+        absqn = qn.abs()
+        wins = (absqn > thr).to(qn.dtype) + 0.5 * (absqn == thr).to(qn.dtype)
+        dnum1[..., -1] = dden * torch.sign(qn) * wins
+        # ---- intra-chunk part
+        dP = torch.bmm(dnum1, v1b.transpose(1, 2))  # (BC, L, L); the ones column of v1 carries d qn
+        dlogD = dP * P  # gradient of the log weights (zero above the diagonal, where P = 0)
+        dS = dP.mul_(d)  # gradient of q k^T
+        wd = dnum1 * w0  # (BC, L, DV1)
+        dq = torch.bmm(wd, Cn0.transpose(1, 2)).baddbmm_(dS, kb)  # (BC, L, DQK)
+        dCn0 = torch.bmm(qb.transpose(1, 2), wd).view(N, NC, DQK, DV1)
+        dw0 = (dnum1 * qCn).sum(-1) * w0.view(BC, L)  # through w0 = exp(b + m0 - m)
+        col = dlogD.sum(-2).view(N, NC, L)  # gradient of i~_j, and minus that of b_j
+        db = (dlogD.sum(-1) + dw0).view(N, NC, L) - col
+        # ---- reverse recurrence over chunk states: G_c = dCn0_c + decay_c G_{c+1}, from the final state's gradient
+        Gn = torch.empty(N, NC, DQK, DV1, dtype=q.dtype, device=q.device)  # gradient of the state after each chunk
+        if dCn_fin is None:
+            Gn[:, NC - 1] = 0
+        else:
+            Gn[:, NC - 1] = dCn_fin
+        for c in range(NC - 1, 0, -1):
+            torch.addcmul(dCn0[:, c], decay[:, c, None, None], Gn[:, c], out=Gn[:, c - 1])
+        dCn_init = torch.addcmul(dCn0[:, 0], decay[:, 0, None, None], Gn[:, 0])
+        Gb = Gn.view(BC, DQK, DV1)
+        # through decay = exp(g + m0 - m'): one dot product <G_c+1, Cn_c> per chunk
+        dg = decay * torch.bmm(Gb.view(BC, 1, -1), Cn0.view(BC, -1, 1)).view(N, NC)
+        # ---- through the chunk's own addition (k * ew)^T v1 to the state
+        dkw = torch.bmm(v1b, Gb.transpose(1, 2))  # (BC, L, DQK)
+        dv1 = torch.bmm(kwb, Gb).baddbmm_(P.transpose(1, 2), dnum1)  # (BC, L, DV1)
+        da = (dkw * kwb).sum(-1).view(N, NC, L)  # through ew = exp(a - m')
+        dk = dkw.mul_(ew.view(BC, L, 1)).baddbmm_(dS.transpose(1, 2), qb)
+        # ---- to the gates: a_t = sum_{s>t} log f_s + i~_t, g = sum_s log f_s, b_t = sum_{s<=t} log f_s
+        di = col + da
+        dlogf = db.flip(-1).cumsum(-1).flip(-1) + (da.cumsum(-1) - da) + dg.unsqueeze(-1)
+        return (dq.view(N, NC, L, DQK), dk.view(N, NC, L, DQK), dv1.view(N, NC, L, DV1), dlogf, di, dCn_init,
+                None, None)
+
+
+def _chunks(q, k, v, logf, i, C, n, m, eps: float) -> tuple[Tensor, MLSTMState]:
+    """Run _Chunkwise on (B, NH, NC, L, .) chunk views; the state as (C, n, m). Returns h (B, NH, NC * L, DV)."""
+    B, NH, NC, L, DQK = q.shape
+    DV = v.shape[-1]
+    N = B * NH
+    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1).view(N, NC, L, DV + 1)
+    Cn = torch.cat([C, n.unsqueeze(-1)], dim=-1).view(N, DQK, DV + 1)
+    h, Cn_fin, m_fin = _Chunkwise.apply(q.reshape(N, NC, L, DQK).contiguous(), k.reshape(N, NC, L, DQK).contiguous(),
+                                        v1, logf.reshape(N, NC, L).contiguous(), i.reshape(N, NC, L).contiguous(), Cn,
+                                        m.detach().reshape(N), eps)
+    Cn_fin = Cn_fin.view(B, NH, DQK, DV + 1)
+    return h.view(B, NH, NC * L, DV), MLSTMState(Cn_fin[..., :DV], Cn_fin[..., DV], m_fin.view(B, NH))
+
+
 def _begin(q, k, v, i, f, initial_state, forget_gate, step=False):
     """Validate, upcast to the state dtype, scale the keys and take log forget gates."""
     _check_inputs(q, k, v, i, f, step=step)
@@ -289,27 +419,18 @@ def mlstm_chunkwise(
     NC = S // L
     full = NC * L
     outs = []
-    if NC > 0:
-        # (B, NH, NC, L, .) views of the full chunks
-        qc = qf[:, :, :full].reshape(B, NH, NC, L, DQK)
-        kc = kf[:, :, :full].reshape(B, NH, NC, L, DQK)
-        vc = vf[:, :, :full].reshape(B, NH, NC, L, DV)
-        lfc = logf[:, :, :full].reshape(B, NH, NC, L)
-        ic = i_[:, :, :full].reshape(B, NH, NC, L)
-        # recurrence over chunk states (cheap: NC steps on (DQK, DV) matrices), then all chunks' outputs at once
-        starts = [st]
-        for seg in zip(*(t.unbind(2) for t in _summarise(kc, vc, lfc, ic))):
-            starts.append(_advance(starts[-1], _Summary(*seg)))
-        C0, n0, m0 = (torch.stack(t, dim=2) for t in zip(*starts[:-1]))  # (B, NH, NC, ...)
-        outs.append(_intra(qc, kc, vc, lfc, ic, C0, n0, m0, eps, exact=False).reshape(B, NH, full, DV))
-        st = starts[-1]
-    if full < S:
-        # the last, partial chunk: the same intra-chunk computation on its own length
+    if NC > 0:  # the full chunks, as (B, NH, NC, L, .) views
+        h, st = _chunks(qf[:, :, :full].reshape(B, NH, NC, L, DQK), kf[:, :, :full].reshape(B, NH, NC, L, DQK),
+                        vf[:, :, :full].reshape(B, NH, NC, L, DV), logf[:, :, :full].reshape(B, NH, NC, L),
+                        i_[:, :, :full].reshape(B, NH, NC, L), *st, eps)
+        outs.append(h)
+    if full < S:  # the last, partial chunk: one chunk of its own length (no padding)
+        R = S - full
         sl = slice(full, S)
-        q_t, k_t, v_t, lf_t, i_t = qf[:, :, sl], kf[:, :, sl], vf[:, :, sl], logf[:, :, sl], i_[:, :, sl]
-        outs.append(_intra(q_t, k_t, v_t, lf_t, i_t, st.C, st.n, st.m, eps, exact=False))
-        if return_state:
-            st = _advance(st, _summarise(k_t, v_t, lf_t, i_t))
+        h, st = _chunks(qf[:, :, sl].reshape(B, NH, 1, R, DQK), kf[:, :, sl].reshape(B, NH, 1, R, DQK),
+                        vf[:, :, sl].reshape(B, NH, 1, R, DV), logf[:, :, sl].reshape(B, NH, 1, R),
+                        i_[:, :, sl].reshape(B, NH, 1, R), *st, eps)
+        outs.append(h)
     h = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return _finish(h, v.dtype, st, return_state)
 
