@@ -227,25 +227,24 @@ def _advance(state: MLSTMState, seg: _Summary) -> MLSTMState:
 class _Chunkwise(torch.autograd.Function):
     """The chunkwise form over NC chunks of L positions in one piece: segment summaries, the recurrence over chunk
     states and the intra-chunk quadratic part, with one hand-written backward (a reverse recurrence over the
-    chunk-state gradients) instead of autograd through NC small steps.
-
-    The normaliser rides along as an extra column of the memory: with v1 = [v | 1] and Cn = [C | n], one matmul
-    updates both C and n, and q Cn gives both q C and q n. Per chunk (m, M and m_loc carry no gradient):
+    chunk-state gradients) instead of autograd through NC small steps. Every matrix product is an L x L, L x D or
+    D x D batched matmul over all chunks at once (sizes the matmul library handles at full speed); the normaliser's
+    products are elementwise passes. Per chunk (m, M carry no gradient):
 
         b = cumsum(log f);  r = i~ - b;  M_t = max(m0, max_{j<=t} r_j);  m_t = b_t + M_t
         D_tj = exp(r_j - M_t) (j <= t, else 0);  w0 = exp(m0 - M)      (= exp(log D_tj - m_t), exp(b + m0 - m))
-        P = (q k^T) * D;  [num | qn] = P v1 + w0 * (q Cn0);  h = num / (max(|qn|, exp(-m)) + eps)
-        a_t = sum_{s>t} log f_s + i~_t;  g = sum_s log f_s;  m' = max(g + m0, max_t a_t)
-        Cn' = exp(g + m0 - m') Cn0 + (k * exp(a - m'))^T v1
+        P = (q k^T) * D;  num = P v + w0 * (q C0);  qn = P 1 + w0 * (q . n0);  h = num / (max(|qn|, exp(-m)) + eps)
+        a_t = sum_{s>t} log f_s + i~_t;  g = sum_s log f_s;  m' = max(g + m0, max_t a_t);  kw = k * exp(a - m')
+        C' = exp(g + m0 - m') C0 + kw^T v;   n' = exp(g + m0 - m') n0 + kw^T 1
 
-    Shapes: q, k (N, NC, L, DQK) with k scaled; v1 (N, NC, L, DV + 1); logf, i (N, NC, L); Cn_init (N, DQK, DV + 1);
-    m_init (N,). Saved for backward: O(S (L + D)) numbers plus NC chunk states, linear in S.
+    Shapes: q, k (N, NC, L, DQK) with k scaled; v (N, NC, L, DV); logf, i (N, NC, L); C_init (N, DQK, DV); n_init
+    (N, DQK); m_init (N,). Saved for backward: O(S (L + D)) numbers plus NC chunk states, linear in S.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v1, logf, i, Cn_init, m_init, eps: float):
+    def forward(ctx, q, k, v, logf, i, C_init, n_init, m_init, eps: float):
         N, NC, L, DQK = q.shape
-        DV1 = v1.shape[-1]
+        DV = v.shape[-1]
         BC = N * NC
         # ---- stabilisers of the chunk states: a tiny max-plus recurrence over NC chunks
         incl = logf.flip(-1).cumsum(-1).flip(-1)  # (N, NC, L): sum_{s>=t} log f_s, summed from the end (exact)
@@ -261,14 +260,18 @@ class _Chunkwise(torch.autograd.Function):
         # ---- what each chunk adds to the state (already on the scale of the state after it), then the recurrence
         ew = torch.exp(a - m_end.unsqueeze(-1))  # (N, NC, L)
         kw = k * ew.unsqueeze(-1)  # (N, NC, L, DQK)
-        v1b = v1.reshape(BC, L, DV1)
-        Cn_add = torch.bmm(kw.view(BC, L, DQK).transpose(1, 2), v1b).view(N, NC, DQK, DV1)
-        Cn0 = q.new_empty(N, NC, DQK, DV1)  # the state each chunk starts from
-        Cn0[:, 0] = Cn_init
+        qb, kb, vb, kwb = (t.view(BC, L, t.shape[-1]) for t in (q, k, v, kw))
+        C_add = torch.bmm(kwb.transpose(1, 2), vb).view(N, NC, DQK, DV)
+        n_add = kw.sum(-2)  # (N, NC, DQK)
+        C0 = q.new_empty(N, NC, DQK, DV)  # the state each chunk starts from
+        n0 = q.new_empty(N, NC, DQK)
+        C0[:, 0], n0[:, 0] = C_init, n_init
         for c in range(NC - 1):
-            torch.addcmul(Cn_add[:, c], decay[:, c, None, None], Cn0[:, c], out=Cn0[:, c + 1])
-        Cn_fin = torch.addcmul(Cn_add[:, -1], decay[:, -1, None, None], Cn0[:, -1])
-        Cn0 = Cn0.view(BC, DQK, DV1)
+            dc = decay[:, c, None]
+            torch.addcmul(C_add[:, c], dc[..., None], C0[:, c], out=C0[:, c + 1])
+            torch.addcmul(n_add[:, c], dc, n0[:, c], out=n0[:, c + 1])
+        C_fin = torch.addcmul(C_add[:, -1], decay[:, -1, None, None], C0[:, -1])
+        n_fin = torch.addcmul(n_add[:, -1], decay[:, -1, None], n0[:, -1])
         # ---- intra-chunk part, every chunk at once from the state it starts from
         m0 = m_all[:, :NC, None]  # (N, NC, 1)
         b = logf.cumsum(-1)
@@ -276,67 +279,73 @@ class _Chunkwise(torch.autograd.Function):
         M = torch.maximum(r.cummax(-1).values, m0)  # (N, NC, L)
         upper = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
         d = (r.unsqueeze(-2) - M.unsqueeze(-1)).masked_fill_(upper, float("-inf")).exp_().view(BC, L, L)
-        w0 = torch.exp(m0 - M).view(BC, L, 1)
-        qb, kb = q.reshape(BC, L, DQK), k.reshape(BC, L, DQK)
+        w0 = torch.exp(m0 - M).view(BC, L)
         P = torch.bmm(qb, kb.transpose(1, 2)).mul_(d)  # (BC, L, L)
-        qCn = torch.bmm(qb, Cn0)  # (BC, L, DV1)
-        num1 = torch.baddbmm(qCn * w0, P, v1b)  # (BC, L, DV1) = [num | qn]
-        qn = num1[..., -1]
+        C0b = C0.view(BC, DQK, DV)
+        wqC = torch.bmm(qb, C0b).mul_(w0.unsqueeze(-1))  # (BC, L, DV): w0 * (q C0)
+        num = torch.baddbmm(wqC, P, vb)
+        qn0 = (q * n0.unsqueeze(-2)).sum(-1).view(BC, L)  # q . n0
+        qn = P.sum(-1) + w0 * qn0
         thr = torch.exp(-(b + M)).view(BC, L)
         den = torch.maximum(qn.abs(), thr) + eps
-        h = num1[..., :-1] / den.unsqueeze(-1)  # (BC, L, DV)
-        ctx.save_for_backward(q, k, v1, Cn0, decay, ew, kw, d, P, w0, qCn, qn, thr, den, h)
+        h = num.div_(den.unsqueeze(-1))  # (BC, L, DV)
+        ctx.save_for_backward(q, k, v, C0, n0, decay, ew, kw, d, P, w0, wqC, qn0, qn, thr, den, h)
         m_fin = m_all[:, -1]
         ctx.mark_non_differentiable(m_fin)
-        return h.view(N, NC, L, DV1 - 1), Cn_fin, m_fin
+        return h.view(N, NC, L, DV), C_fin, n_fin, m_fin
 
     @staticmethod
-    def backward(ctx, dh, dCn_fin, _dm):
-        q, k, v1, Cn0, decay, ew, kw, d, P, w0, qCn, qn, thr, den, h = ctx.saved_tensors
+    def backward(ctx, dh, dC_fin, dn_fin, _dm):
+        q, k, v, C0, n0, decay, ew, kw, d, P, w0, wqC, qn0, qn, thr, den, h = ctx.saved_tensors
         N, NC, L, DQK = q.shape
-        DV1 = v1.shape[-1]
+        DV = v.shape[-1]
         BC = N * NC
-        qb, kb, v1b, kwb = q.reshape(BC, L, DQK), k.reshape(BC, L, DQK), v1.reshape(BC, L, DV1), kw.view(BC, L, DQK)
+        qb, kb, vb, kwb = (t.view(BC, L, t.shape[-1]) for t in (q, k, v, kw))
+        C0b = C0.view(BC, DQK, DV)
         # ---- through h = num / den, den = max(|qn|, thr) + eps
-        dh = dh.reshape(BC, L, DV1 - 1)
-        dnum1 = torch.empty(BC, L, DV1, dtype=q.dtype, device=q.device)  # [d num | d qn]
-        torch.div(dh, den.unsqueeze(-1), out=dnum1[..., :-1])
+        dh = dh.reshape(BC, L, DV)
+        dnum = dh / den.unsqueeze(-1)  # (BC, L, DV)
         dden = -(dh * h).sum(-1) / den  # (BC, L)
         # d max(|qn|, thr) / d|qn|: 1 where |qn| wins, 1/2 on a tie (as torch.maximum), 0 where the bound wins
         absqn = qn.abs()
         wins = (absqn > thr).to(qn.dtype) + 0.5 * (absqn == thr).to(qn.dtype)
-        dnum1[..., -1] = dden * torch.sign(qn) * wins
+        dqn = dden * torch.sign(qn) * wins  # (BC, L)
         # ---- intra-chunk part
-        dP = torch.bmm(dnum1, v1b.transpose(1, 2))  # (BC, L, L); the ones column of v1 carries d qn
+        dP = torch.bmm(dnum, vb.transpose(1, 2)).add_(dqn.unsqueeze(-1))  # (BC, L, L)
         dlogD = dP * P  # gradient of the log weights (zero above the diagonal, where P = 0)
         dS = dP.mul_(d)  # gradient of q k^T
-        wd = dnum1 * w0  # (BC, L, DV1)
-        dq = torch.bmm(wd, Cn0.transpose(1, 2)).baddbmm_(dS, kb)  # (BC, L, DQK)
-        dCn0 = torch.bmm(qb.transpose(1, 2), wd).view(N, NC, DQK, DV1)
-        dw0 = (dnum1 * qCn).sum(-1) * w0.view(BC, L)  # through w0 = exp(b + m0 - m)
+        wd = dnum * w0.unsqueeze(-1)  # (BC, L, DV)
+        wdqn = dqn * w0  # (BC, L)
+        n0b = n0.view(BC, 1, DQK)
+        dq = torch.bmm(wd, C0b.transpose(1, 2)).baddbmm_(dS, kb).addcmul_(wdqn.unsqueeze(-1), n0b)  # (BC, L, DQK)
+        dC0 = torch.bmm(qb.transpose(1, 2), wd).view(N, NC, DQK, DV)
+        dn0 = (qb * wdqn.unsqueeze(-1)).sum(-2).view(N, NC, DQK)
+        dw0 = (dnum * wqC).sum(-1) + wdqn * qn0  # through w0 = exp(b + m0 - m)
         col = dlogD.sum(-2).view(N, NC, L)  # gradient of i~_j, and minus that of b_j
         db = (dlogD.sum(-1) + dw0).view(N, NC, L) - col
-        # ---- reverse recurrence over chunk states: G_c = dCn0_c + decay_c G_{c+1}, from the final state's gradient
-        Gn = torch.empty(N, NC, DQK, DV1, dtype=q.dtype, device=q.device)  # gradient of the state after each chunk
-        if dCn_fin is None:
-            Gn[:, NC - 1] = 0
-        else:
-            Gn[:, NC - 1] = dCn_fin
+        # ---- reverse recurrence over chunk states: G_c = dS0_c + decay_c G_{c+1}, from the final state's gradient
+        GC = torch.empty(N, NC, DQK, DV, dtype=q.dtype, device=q.device)  # gradient of C after each chunk
+        Gn = torch.empty(N, NC, DQK, dtype=q.dtype, device=q.device)  # gradient of n after each chunk
+        GC[:, NC - 1] = 0 if dC_fin is None else dC_fin
+        Gn[:, NC - 1] = 0 if dn_fin is None else dn_fin
         for c in range(NC - 1, 0, -1):
-            torch.addcmul(dCn0[:, c], decay[:, c, None, None], Gn[:, c], out=Gn[:, c - 1])
-        dCn_init = torch.addcmul(dCn0[:, 0], decay[:, 0, None, None], Gn[:, 0])
-        Gb = Gn.view(BC, DQK, DV1)
-        # through decay = exp(g + m0 - m'): one dot product <G_c+1, Cn_c> per chunk
-        dg = decay * torch.bmm(Gb.view(BC, 1, -1), Cn0.view(BC, -1, 1)).view(N, NC)
-        # ---- through the chunk's own addition (k * ew)^T v1 to the state
-        dkw = torch.bmm(v1b, Gb.transpose(1, 2))  # (BC, L, DQK)
-        dv1 = torch.bmm(kwb, Gb).baddbmm_(P.transpose(1, 2), dnum1)  # (BC, L, DV1)
+            dc = decay[:, c, None]
+            torch.addcmul(dC0[:, c], dc[..., None], GC[:, c], out=GC[:, c - 1])
+            torch.addcmul(dn0[:, c], dc, Gn[:, c], out=Gn[:, c - 1])
+        dC_init = torch.addcmul(dC0[:, 0], decay[:, 0, None, None], GC[:, 0])
+        dn_init = torch.addcmul(dn0[:, 0], decay[:, 0, None], Gn[:, 0])
+        GCb = GC.view(BC, DQK, DV)
+        # through decay = exp(g + m0 - m'): one dot product <G, state> per chunk
+        dg = decay * (torch.bmm(GCb.view(BC, 1, -1), C0b.view(BC, -1, 1)).view(N, NC) + (Gn * n0).sum(-1))
+        # ---- through the chunk's own addition kw^T v (and kw^T 1) to the state
+        dkw = torch.bmm(vb, GCb.transpose(1, 2)).add_(Gn.view(BC, 1, DQK))  # (BC, L, DQK)
+        dv = torch.bmm(kwb, GCb).baddbmm_(P.transpose(1, 2), dnum)  # (BC, L, DV)
         da = (dkw * kwb).sum(-1).view(N, NC, L)  # through ew = exp(a - m')
         dk = dkw.mul_(ew.view(BC, L, 1)).baddbmm_(dS.transpose(1, 2), qb)
         # ---- to the gates: a_t = sum_{s>t} log f_s + i~_t, g = sum_s log f_s, b_t = sum_{s<=t} log f_s
         di = col + da
         dlogf = db.flip(-1).cumsum(-1).flip(-1) + (da.cumsum(-1) - da) + dg.unsqueeze(-1)
-        return (dq.view(N, NC, L, DQK), dk.view(N, NC, L, DQK), dv1.view(N, NC, L, DV1), dlogf, di, dCn_init,
+        return (dq.view(N, NC, L, DQK), dk.view(N, NC, L, DQK), dv.view(N, NC, L, DV), dlogf, di, dC_init, dn_init,
                 None, None)
 
 
@@ -345,13 +354,12 @@ def _chunks(q, k, v, logf, i, C, n, m, eps: float) -> tuple[Tensor, MLSTMState]:
     B, NH, NC, L, DQK = q.shape
     DV = v.shape[-1]
     N = B * NH
-    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1).view(N, NC, L, DV + 1)
-    Cn = torch.cat([C, n.unsqueeze(-1)], dim=-1).view(N, DQK, DV + 1)
-    h, Cn_fin, m_fin = _Chunkwise.apply(q.reshape(N, NC, L, DQK).contiguous(), k.reshape(N, NC, L, DQK).contiguous(),
-                                        v1, logf.reshape(N, NC, L).contiguous(), i.reshape(N, NC, L).contiguous(), Cn,
-                                        m.detach().reshape(N), eps)
-    Cn_fin = Cn_fin.view(B, NH, DQK, DV + 1)
-    return h.view(B, NH, NC * L, DV), MLSTMState(Cn_fin[..., :DV], Cn_fin[..., DV], m_fin.view(B, NH))
+    h, C_fin, n_fin, m_fin = _Chunkwise.apply(
+        *(t.reshape(N, NC, L, -1).contiguous() for t in (q, k, v)),
+        *(t.reshape(N, NC, L).contiguous() for t in (logf, i)),
+        C.reshape(N, DQK, DV), n.reshape(N, DQK), m.detach().reshape(N), eps)
+    return h.view(B, NH, NC * L, DV), MLSTMState(C_fin.view(B, NH, DQK, DV), n_fin.view(B, NH, DQK),
+                                                 m_fin.view(B, NH))
 
 
 def _begin(q, k, v, i, f, initial_state, forget_gate, step=False):
