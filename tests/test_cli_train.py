@@ -131,3 +131,34 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, argv, msg):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and msg in err and "Traceback" not in err
+
+
+def test_time_budget_stops_early_with_a_checkpoint(tmp_path, capsys):
+    data = tmp_path / "t.txt"
+    data.write_text("abc def ghi\n" * 300, encoding="utf-8")
+    out = tmp_path / "r"
+    assert main(["train", "--preset", "tiny", "--data", str(data), "--out", str(out), "--max-steps", "100000",
+                 "--time-budget", "0.5s", "--no-progress", "--checkpoint-every", "0", *TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["stopped_by"] == "time_budget" and 1 <= results["step"] < 100000
+    assert (out / "checkpoints" / f"step_{results['step']:08d}").is_dir()   # resumable from where it stopped
+
+
+@pytest.mark.slow
+def test_compile_and_bf16(tmp_path):
+    data = tmp_path / "t.txt"
+    data.write_text("abc def ghi\n" * 300, encoding="utf-8")
+    for flag in ("--compile", "--bf16"):
+        out = tmp_path / flag.strip("-")
+        assert main(["train", "--preset", "tiny", "--data", str(data), "--out", str(out), "--max-steps", "2",
+                     "--no-progress", flag, *TINY]) == 0
+        assert json.loads((out / "results.json").read_text())["validation"]["loss"] < 10
+
+
+def test_too_little_validation_text_fails_before_training(tmp_path, capsys):
+    data = tmp_path / "short.txt"
+    data.write_text("x = 1\n" * 40, encoding="utf-8")  # 240 bytes: 12 bytes of validation text
+    assert main(["train", "--preset", "tiny", "--data", str(data), "--out", str(tmp_path / "r"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "validation text has" in err and "val_fraction" in err and err.count("\n") == 1
+    assert not (tmp_path / "r" / "metrics.csv").exists()

@@ -106,3 +106,35 @@ def test_eval_windows_cover_evenly_and_do_not_overlap():
     assert w.shape == (10, 101) and torch.equal(w[:, 0], torch.arange(0, 1000, 100))
     capped = eval_windows(tokens, 100, max_tokens=300)
     assert capped.shape[0] == 3 and capped[0, 0] == 0 and capped[-1, 0] == 900
+
+
+def test_hf_dataset_name_reads_the_local_cache(monkeypatch):
+    """A dataset name goes through `datasets.load_dataset` offline; the validation split is used when present."""
+    import sys
+    import types
+
+    class Split:
+        def __init__(self, texts):
+            self.column_names = ["text", "id"]
+            self._texts = texts
+
+        def __getitem__(self, key):
+            assert key == "text"
+            return self._texts
+
+    calls = []
+
+    def load_dataset(name, config=None):
+        calls.append((name, config))
+        return {"train": Split(["alpha " * 10, "", "beta " * 10]), "validation": Split(["gamma " * 10])}
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    c = load_corpus("wikitext:wikitext-2-raw-v1")
+    assert calls == [("wikitext", "wikitext-2-raw-v1")]
+    assert c.train_docs == ["alpha " * 10, "beta " * 10] and c.val_docs == ["gamma " * 10]
+    import os
+
+    assert os.environ["HF_DATASETS_OFFLINE"] == "1"
+    with pytest.raises(ValueError, match="no column 'body'"):
+        load_corpus("wikitext", text_field="body")

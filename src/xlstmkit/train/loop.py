@@ -238,6 +238,10 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
     train_tokens = encode_to_tensor(tokenizer, train_text)   # (N_train,)
     val_tokens = encode_to_tensor(tokenizer, val_text)       # (N_val,)
     del train_text, val_text
+    if val_tokens.numel() < cfg.seq_len + 1:  # fail now, not after training
+        raise ValueError(f"the validation text has {val_tokens.numel()} tokens, fewer than seq_len + 1 = "
+                         f"{cfg.seq_len + 1}: use more data, a larger val_fraction (--set val_fraction=0.2) or a "
+                         f"shorter --seq-len")
     counts = unigram_counts(train_tokens, tokenizer.vocab_size)
     byte_lengths = token_byte_lengths(tokenizer)
 
