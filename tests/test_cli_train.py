@@ -162,3 +162,25 @@ def test_too_little_validation_text_fails_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "validation text has" in err and "val_fraction" in err and err.count("\n") == 1
     assert not (tmp_path / "r" / "metrics.csv").exists()
+
+
+def test_generate_from_hugging_face_folder(tmp_path, capsys):
+    """`--run` also takes a Hugging Face xLSTM folder (config.json, safetensors, tokenizer.json); seeded = same text."""
+    import torch
+
+    from xlstmkit import xLSTMLarge, xLSTMLargeConfig
+    from xlstmkit.data.tokenizer import BPETokenizer
+    from xlstmkit.interop import hf
+
+    tok = BPETokenizer.train(["hello world " * 50, "the cat sat on the mat"], vocab_size=300)
+    torch.manual_seed(0)
+    model = xLSTMLarge(xLSTMLargeConfig(vocab_size=tok.vocab_size, embedding_dim=32, num_heads=2, num_blocks=2,
+                                        chunk_size=16, pad_token_id=None, bos_token_id=None, eos_token_id=None))
+    hf.save(model, tmp_path)
+    (tmp_path / "tokenizer.json").write_text(tok._tok.to_str(), encoding="utf-8")
+    args = ["generate", "--run", str(tmp_path), "--prompt", "hello", "--max-new-tokens", "6", "--seed", "1"]
+    capsys.readouterr()
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("hello") and len(first) > len("hello\n")
+    assert main(args) == 0 and capsys.readouterr().out == first
