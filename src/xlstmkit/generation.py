@@ -25,7 +25,7 @@ def check_input_ids(input_ids: object, vocab_size: int, name: str = "input_ids")
     if input_ids.shape[1] < 1:
         raise ValueError(f"{name} must hold at least one token per row (seq_len >= 1), got shape "
                          f"{tuple(input_ids.shape)}")
-    lo, hi = int(input_ids.min()), int(input_ids.max())
+    lo, hi = (int(t) for t in torch.aminmax(input_ids))  # one pass, one sync
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size}); check the tokenizer "
@@ -98,20 +98,28 @@ class GenerationMixin:
             generator = torch.Generator(device=input_ids.device).manual_seed(seed)
         was_training = self.training
         self.eval()
+        # models with a `decode_step(tokens (B,), state) -> (logits (B, V), state)` skip the per-call input checks
+        # (the tokens come from the vocabulary, the state from the model)
+        decode_step = getattr(self, "decode_step", None)
         try:
             logits, state = self(input_ids, state=state, return_state=True)
+            logits = logits[:, -1]
             finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             for step in range(max_new_tokens):
-                token = sample_next(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p,
-                                    generator=generator)
-                token = torch.where(finished, torch.full_like(token, fill), token)
+                token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+                if stops.numel():
+                    token = torch.where(finished, torch.full_like(token, fill), token)
                 yield token
                 if stops.numel():
                     finished = finished | torch.isin(token, stops)
                     if bool(finished.all()):
                         return
                 if step + 1 < max_new_tokens:
-                    logits, state = self(token[:, None], state=state, return_state=True, mlstm_form="recurrent")
+                    if decode_step is not None:
+                        logits, state = decode_step(token, state)
+                    else:
+                        logits, state = self(token[:, None], state=state, return_state=True, mlstm_form="recurrent")
+                        logits = logits[:, -1]
         finally:
             self.train(was_training)
 

@@ -54,10 +54,33 @@ class xLSTMLM(GenerationMixin, nn.Module):
     ) -> Tensor | tuple[Tensor, State]:
         """input_ids (B, S) -> logits (B, S, vocab_size) [, state after the last token]."""
         check_input_ids(input_ids, self.config.vocab_size)
-        x = self.embedding_dropout(self.embedding(input_ids))
-        x, new_state = self.stack(x, state, mlstm_form or self.config.mlstm_form)
-        logits = self.head(x)
+        form = mlstm_form or self.config.mlstm_form
+        if input_ids.shape[1] == 1 and form == "recurrent" and self._can_step():
+            self.stack._check_state(state)
+            logits, new_state = self.decode_step(input_ids[:, 0], state)
+            logits = logits.unsqueeze(1)
+        else:
+            x = self.embedding_dropout(self.embedding(input_ids))
+            x, new_state = self.stack(x, state, form)
+            logits = self.head(x)
         return (logits, new_state) if return_state else logits
+
+    def _can_step(self) -> bool:
+        """Whether `decode_step` applies: a float32 model outside autocast (other dtypes take the general path,
+        which converts the states)."""
+        w = self.embedding.weight
+        return w.dtype == torch.float32 and not torch.is_autocast_enabled(w.device.type)
+
+    def decode_step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One token per row, tokens (B,) -> logits (B, vocab_size), new state: the same numbers as
+        `forward(tokens[:, None], state, return_state=True, mlstm_form="recurrent")` without the input checks and the
+        sequence axis (generation's hot path; `stream` calls it once per token after validating its inputs once)."""
+        if not self._can_step():
+            logits, state = self(tokens[:, None], state=state, return_state=True, mlstm_form="recurrent")
+            return logits[:, 0], state
+        x = self.embedding_dropout(self.embedding(tokens))  # (B, E)
+        x, new_state = self.stack.step(x, state)
+        return self.head(x), new_state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -29,16 +29,29 @@ class xLSTMBlockStack(nn.Module):
     def zero_state(self, batch_size: int, device=None) -> tuple[BlockState, ...]:
         return tuple(block.zero_state(batch_size, device) for block in self.blocks)
 
-    def forward(self, x: Tensor, state: tuple[BlockState, ...] | None = None, form: str = "chunkwise"
-                ) -> tuple[Tensor, tuple[BlockState, ...]]:
-        if form not in FORMS:
-            raise ValueError(f"mlstm_form must be one of {FORMS}, got {form!r}")
+    def _check_state(self, state) -> None:
         if state is not None and (not isinstance(state, (tuple, list)) or len(state) != len(self.blocks)):
             raise ValueError(f"state must be a tuple with one entry per block ({len(self.blocks)}), as returned by "
                              f"return_state=True; got {type(state).__name__} of length "
                              f"{len(state) if isinstance(state, (tuple, list)) else 'n/a'}")
+
+    def forward(self, x: Tensor, state: tuple[BlockState, ...] | None = None, form: str = "chunkwise"
+                ) -> tuple[Tensor, tuple[BlockState, ...]]:
+        if form not in FORMS:
+            raise ValueError(f"mlstm_form must be one of {FORMS}, got {form!r}")
+        self._check_state(state)
         new_states = []
         for idx, block in enumerate(self.blocks):
             x, s = block(x, None if state is None else state[idx], form)
+            new_states.append(s)
+        return self.post_norm(x), tuple(new_states)
+
+    def step(self, x: Tensor, state: tuple[BlockState, ...] | None = None) -> tuple[Tensor, tuple[BlockState, ...]]:
+        """One token, x (B, E) -> (B, E), new state: each block's `step` (generation's hot path, float32)."""
+        if state is None:
+            state = self.zero_state(x.shape[0], x.device)
+        new_states = []
+        for block, s in zip(self.blocks, state):
+            x, s = block.step(x, block.zero_state(x.shape[0], x.device) if s is None else s)
             new_states.append(s)
         return self.post_norm(x), tuple(new_states)

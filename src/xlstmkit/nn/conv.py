@@ -31,6 +31,13 @@ class CausalConv1d(nn.Module):
     def zero_state(self, batch_size: int, dtype=None, device=None) -> Tensor:
         return torch.zeros(batch_size, self.kernel_size - 1, self.dim, dtype=dtype, device=device)
 
+    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One time step, x (B, D) and state (B, K-1, D) of x's dtype -> y (B, D), new state: a weighted sum over the
+        window (generation's hot path; the same numbers as forward on a length-1 sequence)."""
+        window = torch.cat([state, x.unsqueeze(1)], dim=1)  # (B, K, D)
+        y = torch.linalg.vecdot(window, self.weight.squeeze(1).t(), dim=1)  # (B, D)
+        return (y if self.bias is None else y + self.bias), window[:, 1:]
+
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B, S, D) -> y (B, S, D), new state (B, K-1, D)."""
         B = x.shape[0]

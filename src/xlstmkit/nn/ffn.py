@@ -16,4 +16,5 @@ class GatedFFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.proj_up(x).split(self.hidden_dim, dim=-1)
-        return self.dropout(self.proj_down(F.gelu(gate) * up))
+        y = self.proj_down(F.gelu(gate) * up)
+        return self.dropout(y) if self.training else y  # (an eval-mode dropout call is pure overhead per token)

@@ -104,6 +104,23 @@ class MLSTMLayer(nn.Module):
         return out, MLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell_state)
 
 
+    def step(self, x: Tensor, state: MLSTMBlockState) -> tuple[Tensor, MLSTMBlockState]:
+        """One token: x (B, E), state given -> (B, E), new state. forward(x[:, None], state, "recurrent") without
+        the sequence axis, the input checks and the dtype conversions (generation's hot path; float32 models)."""
+        B = x.shape[0]
+        NH, DH, cfg = self.num_heads, self.head_dim, self.cfg
+        x_in, z = self.proj_up(x).split(self.inner, dim=-1)  # (B, inner) each
+        x_c, conv_state = self.conv.step(x_in, state.conv)
+        x_c = F.silu(x_c)
+        q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_in)
+        qkv = torch.cat([q, k, v], dim=-1)
+        h, cell = mlstm_step(q.view(B, NH, DH), k.view(B, NH, DH), v.view(B, NH, DH), self.igate(qkv),
+                             self.fgate(qkv), state.cell, eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate, check=False)
+        h = torch.addcmul(self.outnorm(h), self.learnable_skip, x_c)  # (B, inner)
+        y = self.proj_down(h * F.silu(z))
+        return (self.dropout(y) if self.training else y), MLSTMBlockState(conv_state, cell)
+
+
 class MLSTMBlock(nn.Module):
     """x + mLSTMLayer(LN(x)). The mLSTM block has no separate feed-forward: its up-projection plays that part."""
 
@@ -118,4 +135,9 @@ class MLSTMBlock(nn.Module):
     def forward(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise"
                 ) -> tuple[Tensor, MLSTMBlockState]:
         y, state = self.layer(self.norm(x), state, form)
+        return x + y, state
+
+    def step(self, x: Tensor, state: MLSTMBlockState) -> tuple[Tensor, MLSTMBlockState]:
+        """One token, x (B, E) (see MLSTMLayer.step)."""
+        y, state = self.layer.step(self.norm(x), state)
         return x + y, state

@@ -97,6 +97,22 @@ class SLSTMLayer(nn.Module):
         return out, SLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
 
 
+    def step(self, x: Tensor, state: SLSTMBlockState) -> tuple[Tensor, SLSTMBlockState]:
+        """One token: x (B, E) (already normalised), state given -> (B, E), new state. forward on a length-1
+        sequence without the sequence axis and the input checks (generation's hot path; float32 models)."""
+        B, E = x.shape
+        NH, DH = self.num_heads, self.head_dim
+        if self.conv is not None:
+            x_c, conv_state = self.conv.step(x, state.conv)
+            x_c = F.silu(x_c)
+        else:
+            x_c, conv_state = x, state.conv
+        gates = torch.stack([self.igate(x_c), self.fgate(x_c), self.zgate(x), self.ogate(x)], dim=1)  # (B, 4, E)
+        gates = gates.view(B, 4, NH, DH).transpose(1, 2) + self.bias.view(NH, 4, DH)  # (B, NH, 4, DH)
+        h, cell = slstm_step(gates, self.recurrent, state.cell, forget_gate=self.cfg.forget_gate, check=False)
+        return self.outnorm(self.dropout(h) if self.training else h), SLSTMBlockState(conv_state, cell)
+
+
 class SLSTMBlock(nn.Module):
     """x + sLSTMLayer(LN(x)), then x + GatedFFN(LN(x))."""
 
@@ -116,5 +132,11 @@ class SLSTMBlock(nn.Module):
     def forward(self, x: Tensor, state: SLSTMBlockState | None = None, form: str = "chunkwise"
                 ) -> tuple[Tensor, SLSTMBlockState]:
         y, state = self.layer(self.norm(x), state, form)
+        x = x + y
+        return x + self.ffn(self.ffn_norm(x)), state
+
+    def step(self, x: Tensor, state: SLSTMBlockState) -> tuple[Tensor, SLSTMBlockState]:
+        """One token, x (B, E) (see SLSTMLayer.step)."""
+        y, state = self.layer.step(self.norm(x), state)
         x = x + y
         return x + self.ffn(self.ffn_norm(x)), state

@@ -453,22 +453,31 @@ def mlstm_step(
     *,
     eps: float = 1e-6,
     forget_gate: ForgetGate = "sigmoid",
+    check: bool = True,
 ) -> tuple[Tensor, MLSTMState]:
-    """One time step. q, k (B, NH, DQK); v (B, NH, DV); i, f (B, NH). Returns h (B, NH, DV) and the new state."""
+    """One time step. q, k (B, NH, DQK); v (B, NH, DV); i, f (B, NH). Returns h (B, NH, DV) and the new state.
+
+    `check=False` is the hot path of token-by-token generation, for callers that validated the shapes once: it
+    skips the input checks and expects `state` given, as (C, n, m), and every input in the state's dtype.
+    """
+    if not check:
+        return _step_core(q, k * (q.shape[-1] ** -0.5), v, i, log_forget(f, forget_gate), state, eps)
     qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, state, forget_gate, step=True)
     h, new = _step_core(qf, kf, vf, i_, logf, st, eps)
     return h.to(v.dtype), new
 
 
 def _step_core(q, k, v, i, logf, st: MLSTMState, eps: float) -> tuple[Tensor, MLSTMState]:
+    """The recurrence for one step, in as few tensor operations as possible (it runs once per generated token)."""
     C, n, m = st
-    m_new = torch.maximum(logf + m, i).detach()  # (B, NH)
-    fp = torch.exp(logf + m - m_new)[..., None]
-    ip = torch.exp(i - m_new)[..., None]
-    n = fp * n + ip * k  # (B, NH, DQK)
-    C = fp[..., None] * C + (ip * k).unsqueeze(-1) * v.unsqueeze(-2)  # (B, NH, DQK, DV)
-    num = (q.unsqueeze(-2) @ C).squeeze(-2)  # (B, NH, DV)
-    qn = (q * n).sum(-1)
+    lm = logf + m.detach()  # (B, NH)
+    m_new = torch.maximum(lm, i).detach()
+    fp = torch.exp(lm - m_new).unsqueeze(-1)  # (B, NH, 1)
+    kip = k * torch.exp(i - m_new).unsqueeze(-1)  # (B, NH, DQK)
+    n = torch.addcmul(kip, n, fp)
+    C = torch.addcmul(C * fp.unsqueeze(-1), kip.unsqueeze(-1), v.unsqueeze(-2))  # (B, NH, DQK, DV)
+    num = torch.matmul(q.unsqueeze(-2), C).squeeze(-2)  # (B, NH, DV)
+    qn = torch.linalg.vecdot(q, n)
     h = num / _denominator(qn, m_new, eps).unsqueeze(-1)
     return h, MLSTMState(C, n, m_new)
 

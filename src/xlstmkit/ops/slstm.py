@@ -75,13 +75,13 @@ def _prepare_state(state, B, NH, DH, dtype, device) -> SLSTMState:
 def _gates_step(i_raw: Tensor, f_raw: Tensor, z_raw: Tensor, o_raw: Tensor, c: Tensor, n: Tensor, m: Tensor,
                 forget_gate: ForgetGate) -> SLSTMState:
     """The gate arithmetic of one step from the total pre-activations (any layout, all of one shape)."""
-    logf = log_forget(f_raw, forget_gate)
-    m_new = torch.where(n == 0, i_raw, torch.maximum(logf + m, i_raw)).detach()
+    lm = log_forget(f_raw, forget_gate) + m
+    m_new = torch.where(n == 0, i_raw, torch.maximum(lm, i_raw)).detach()
     ip = torch.exp(i_raw - m_new)
     # the exponent is <= 0 except on an empty state, where it multiplies zeros: clamp so it cannot overflow to inf
-    fp = torch.exp(torch.clamp(logf + m - m_new, max=0.0))
-    c = fp * c + ip * torch.tanh(z_raw)
-    n = fp * n + ip
+    fp = torch.exp(torch.clamp(lm - m_new, max=0.0))
+    c = torch.addcmul(fp * c, ip, torch.tanh(z_raw))
+    n = torch.addcmul(ip, fp, n)
     h = torch.sigmoid(o_raw) * c / n
     return SLSTMState(c, n, m_new, h)
 
@@ -164,14 +164,23 @@ def slstm_step(
     state: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
     *,
     forget_gate: ForgetGate = "sigmoid",
+    check: bool = True,
 ) -> tuple[Tensor, SLSTMState]:
-    """One step. gates (B, NH, 4, DH) input pre-activations (bias included). Returns h (B, NH, DH) and the state."""
+    """One step. gates (B, NH, 4, DH) input pre-activations (bias included). Returns h (B, NH, DH) and the state.
+
+    `check=False` is the hot path of token-by-token generation, for callers that validated the shapes once: it
+    skips the input checks and expects `state` given, as (c, n, m, h), and gates and R in the state's dtype.
+    """
+    if not check:
+        st = SLSTMState(*state)
+        st = slstm_pointwise(torch.baddbmm(gates.transpose(0, 1).flatten(2), st.h.transpose(0, 1), R)
+                             .view(gates.shape[1], gates.shape[0], 4, -1).transpose(0, 1), st, forget_gate)
+        return st.h, st
     _check(gates, R, step=True)
     dt = state_dtype(gates.dtype)
     B, NH, _, DH = gates.shape
     st = _prepare_state(state, B, NH, DH, dt, gates.device)
-    Rf = R.to(dt)
-    st = slstm_pointwise(gates.to(dt) + _recurrent_preact(st.h, Rf), st, forget_gate)
+    st = slstm_pointwise(gates.to(dt) + _recurrent_preact(st.h, R.to(dt)), st, forget_gate)
     return st.h.to(gates.dtype), st
 
 
