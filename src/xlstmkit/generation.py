@@ -8,6 +8,8 @@ Works for any model with `forward(input_ids, state=None, return_state=True, mlst
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -64,6 +66,41 @@ def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
 
+class _CompiledStep:
+    """A model's `decode_step` through torch.compile, falling back for good to the plain step, with a one-line
+    warning, if compiling fails (no C++ compiler, an unsupported platform, ...). Holds no reference to the model."""
+
+    def __init__(self, step: Callable) -> None:
+        self.step = step  # the unbound function: step(model, tokens, state)
+        self.compiled: Callable | None = None
+        self.failed = False
+
+    def __call__(self, model, tokens: Tensor, state):
+        if not self.failed:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.step, dynamic=False)
+                return self.compiled(model, tokens, state)
+            except Exception as exc:  # noqa: BLE001 - any failure of the optional compiler means: run uncompiled
+                self.failed = True
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                warnings.warn(f"compiling the decoding step failed ({type(exc).__name__}: {first}); generating "
+                              "without compilation", RuntimeWarning, stacklevel=3)
+        return self.step(model, tokens, state)
+
+
+_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled_decode_step(model) -> Callable[[Tensor, object], tuple[Tensor, object]]:
+    """model.decode_step compiled with torch.compile (once per model, on first use; compiling takes tens of seconds),
+    with a plain fallback if compilation fails."""
+    entry = _COMPILED_STEPS.get(model)
+    if entry is None:
+        entry = _COMPILED_STEPS[model] = _CompiledStep(type(model).decode_step)
+    return lambda tokens, state: entry(model, tokens, state)
+
+
 class GenerationMixin:
     """`generate` and `stream` for recurrent language models."""
 
@@ -81,11 +118,15 @@ class GenerationMixin:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         state=None,
+        compile: bool = False,
     ) -> Iterator[Tensor]:
         """Yield the next token of every row, (B,), one step at a time.
 
         Rows that produced a stop token keep yielding `pad_token` (default: the first stop token) until all rows have
         stopped or max_new_tokens is reached. `seed` makes sampling reproducible (or pass a torch.Generator).
+        `compile=True` runs the per-token step through torch.compile (opt-in: it needs a working C++ toolchain and
+        tens of seconds to compile on first use, then each token costs less; a failed compilation falls back to
+        the plain step with a one-line warning).
         """
         vocab = self.config.vocab_size
         check_input_ids(input_ids, vocab)
@@ -101,6 +142,8 @@ class GenerationMixin:
         # models with a `decode_step(tokens (B,), state) -> (logits (B, V), state)` skip the per-call input checks
         # (the tokens come from the vocabulary, the state from the model)
         decode_step = getattr(self, "decode_step", None)
+        if compile and decode_step is not None:
+            decode_step = compiled_decode_step(self)
         try:
             logits, state = self(input_ids, state=state, return_state=True)
             logits = logits[:, -1]

@@ -19,6 +19,7 @@ m (B, NH). Arithmetic runs in float32 (float64 if the inputs are float64); h com
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, NamedTuple
 
 import torch
@@ -98,6 +99,20 @@ def _prepare_state(initial_state, B: int, NH: int, DQK: int, DV: int, dtype, dev
     return MLSTMState(C.to(dtype), n.to(dtype), m.to(dtype).detach())  # the stabiliser carries no gradient
 
 
+def _autocast_off(fn):
+    """Run a custom autograd Function's forward or backward with autocast disabled: the ops upcast their inputs to
+    the state dtype themselves, and a hand-written backward must see the dtypes its forward saw (under autocast,
+    the forward's matmuls would silently run in bf16 and the backward would mix dtypes)."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx, *args):
+        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(ctx, *args)
+
+    return wrapper
+
+
 def _denominator(qn: Tensor, m: Tensor, eps: float) -> Tensor:
     """max(|n^T q|, exp(-m)) + eps: the stabilised form of the paper's max(|n^T q|, 1)."""
     return torch.maximum(qn.abs(), torch.exp(-m)) + eps
@@ -144,6 +159,7 @@ class _Intra(torch.autograd.Function):
     """
 
     @staticmethod
+    @_autocast_off
     def forward(ctx, q, k, v, logf, i, C0, n0, m0, eps: float, exact: bool):
         log_d, b = _log_weights(logf, i, exact)  # (..., L, L), (..., L)
         m_init = b + m0.unsqueeze(-1)
@@ -162,6 +178,7 @@ class _Intra(torch.autograd.Function):
         return h
 
     @staticmethod
+    @_autocast_off
     def backward(ctx, dh):
         q, k, v, C0, n0, P, d, w0, qn, thr, den, qC0, qn0, h = ctx.saved_tensors
         dnum = dh / den.unsqueeze(-1)  # (..., L, DV)
@@ -242,6 +259,7 @@ class _Chunkwise(torch.autograd.Function):
     """
 
     @staticmethod
+    @_autocast_off
     def forward(ctx, q, k, v, logf, i, C_init, n_init, m_init, eps: float):
         N, NC, L, DQK = q.shape
         DV = v.shape[-1]
@@ -295,6 +313,7 @@ class _Chunkwise(torch.autograd.Function):
         return h.view(N, NC, L, DV), C_fin, n_fin, m_fin
 
     @staticmethod
+    @_autocast_off
     def backward(ctx, dh, dC_fin, dn_fin, _dm):
         q, k, v, C0, n0, decay, ew, kw, d, P, w0, wqC, qn0, qn, thr, den, h = ctx.saved_tensors
         N, NC, L, DQK = q.shape

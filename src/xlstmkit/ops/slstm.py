@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .mlstm import ForgetGate, log_forget, state_dtype
+from .mlstm import ForgetGate, _autocast_off, log_forget, state_dtype
 
 
 class SLSTMState(NamedTuple):
@@ -100,6 +100,7 @@ class _Sequence(torch.autograd.Function):
     """
 
     @staticmethod
+    @_autocast_off
     def forward(ctx, gx, R, c0, n0, m0, h0, forget_gate):
         c, n, m, h = c0, n0, m0, h0
         cs, ns, ms, hs, raws = [c0], [n0], [m0], [h0], []
@@ -113,6 +114,7 @@ class _Sequence(torch.autograd.Function):
         return H[1:], c, n, m, h
 
     @staticmethod
+    @_autocast_off
     def backward(ctx, dH, dc_T, dn_T, _dm_T, dh_T):
         R, raw, C, N, M, H = ctx.saved_tensors
         S = raw.shape[0]
