@@ -1,10 +1,11 @@
 """Per-token generation cost at batch 1: xlstmkit's `generate` (and its raw model step) against the official
 `xlstm` model's `step()` loop, same weights (`from_official`), side by side in one process.
 
-    python benchmarks/generation_step.py [--tokens 64] [--repeats 5] [--threads 1]
+    python benchmarks/generation_step.py [--tokens 64] [--repeats 5] [--threads 1] [--compile]
 
 Model: issue 5's reference, d = 256, 6 blocks, one sLSTM block, byte vocabulary. Prints ms per token (medians of
-interleaved repeats) and the speed-up over the official step() loop.
+interleaved repeats) and the speed-up over the official step() loop. `--compile` adds `generate(compile=True)`
+(torch.compile of the per-token step; compiled once before timing, which takes tens of seconds).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    ap.add_argument("--compile", action="store_true", help="also time generate(compile=True)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,12 +56,15 @@ def main() -> None:
     def ours_generate() -> None:  # prefill of one token + n - 1 steps: the same number of model calls
         ours.generate(prompt[:, :1], n)
 
-    t = interleaved_medians({"official step()": official_steps, "xlstmkit model step": ours_steps,
-                             "xlstmkit generate": ours_generate}, repeats=args.repeats)
+    fns = {"official step()": official_steps, "xlstmkit model step": ours_steps, "xlstmkit generate": ours_generate}
+    if args.compile:
+        ours.generate(prompt[:, :1], 3, compile=True)  # compile outside the timing
+        fns["xlstmkit generate compiled"] = lambda: ours.generate(prompt[:, :1], n, compile=True)
+    t = interleaved_medians(fns, repeats=args.repeats)
     base = t["official step()"]
     print(f"batch 1, {n} tokens, threads={torch.get_num_threads()}")
     for name, sec in t.items():
-        print(f"{name:>22}: {sec / n * 1e3:7.3f} ms/token   {base / sec:5.2f}x official")
+        print(f"{name:>26}: {sec / n * 1e3:7.3f} ms/token   {base / sec:5.2f}x official")
 
 
 if __name__ == "__main__":
