@@ -61,7 +61,8 @@ def test_two_process_ddp_matches_one_process(tmp_path, extra):
 
 @pytest.mark.slow
 def test_fsdp_resume_matches_one_process(tmp_path):
-    """FSDP: 2 steps, then a resume to 3 (each rank cuts its shard from the full checkpoint) == 3 steps in one process."""
+    """FSDP: 2 steps, then a resume to 3 (each rank cuts its shard from the full checkpoint) == 3 steps in one
+    process."""
     data = _data(tmp_path)
     train(build_run_config("tiny", sets=TINY_MODEL, overrides={"data": str(data), **TRAIN, "lr_decay_steps": 3}),
           tmp_path / "one", progress=False, print_fn=lambda *_: None)

@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validation tokens to score per length (default: the run's final_eval_tokens)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="windows per forward pass")
     parser.add_argument("--data", metavar="PATH", help="evaluate on this text instead of the run's validation split")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores but one)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -53,6 +54,9 @@ def _main(args: argparse.Namespace) -> int:
         plot_lengths, unigram_counts, write_length_table
     from ..train.run import load_run, load_unigram_counts
 
+    from ..train.distributed import set_threads
+
+    set_threads(args.threads)
     run_dir = Path(args.run)
     warn = lambda msg: print(f"warning: {msg}", file=sys.stderr)  # noqa: E731
     run, extra, model, tokenizer, source = load_run(run_dir, warn=warn)

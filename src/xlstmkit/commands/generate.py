@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
     parser.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass in (0, 1]")
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores but one)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,9 +33,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.max_new_tokens < 0:
             raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+        from ..train.distributed import set_threads
         from ..train.loop import sample_text
         from ..train.run import load_run
 
+        set_threads(args.threads)
         warn = lambda msg: print(f"warning: {msg}", file=sys.stderr)  # noqa: E731
         if _is_hf_folder(Path(args.run)):
             return _generate_hf(args)

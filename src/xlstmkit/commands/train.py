@@ -20,7 +20,7 @@ FLAG_FIELDS = {
     "max_tokens": "max_tokens", "time_budget": "time_budget", "seed": "seed", "grad_accum": "grad_accum",
     "batch_size": "batch_size", "seq_len": "seq_len", "lr": "lr", "checkpoint_every": "checkpoint_every",
     "keep_last": "keep_last", "max_files": "max_files", "eval_every": "eval_every", "device": "device",
-    "dtype": "dtype", "compile": "compile", "fsdp": "fsdp", "warmup_steps": "warmup_steps",
+    "dtype": "dtype", "compile": "compile", "fsdp": "fsdp", "warmup_steps": "warmup_steps", "threads": "threads",
 }
 
 
@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>)")
     g.add_argument("--resume", nargs="?", const=True, metavar="DIR",
-                   help="continue a run from its newest intact checkpoint (DIR, else --out, else the newest run in runs/)")
+                   help="continue a run from its newest intact checkpoint (DIR, else --out, else the newest run in "
+                        "runs/)")
     g.add_argument("--preset", choices=["tiny", "small", "medium"], help="size preset (default small)")
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file with model and training fields")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -64,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
     g.add_argument("--fsdp", action="store_const", const=True, help="shard the model with FSDP under torchrun")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: cuda when available")
+    g.add_argument("--threads", type=int, metavar="N", help="CPU threads per process (default: all cores but one, "
+                   "shared among processes; OMP_NUM_THREADS is respected)")
 
 
 def _explicit(args: argparse.Namespace) -> dict:
@@ -97,7 +100,8 @@ def resolve(args: argparse.Namespace):
         train = run.train.to_dict()
         for key, value in changes.items():
             if key not in train or (key not in RESUMABLE_OVERRIDES and train[key] != value):
-                raise ValueError(f"{key} cannot be changed when resuming (only {', '.join(sorted(RESUMABLE_OVERRIDES))})")
+                raise ValueError(f"{key} cannot be changed when resuming (only "
+                                 f"{', '.join(sorted(RESUMABLE_OVERRIDES))})")
             train[key] = value
         return RunConfig(model=run.model, train=run.train.from_dict(train), preset=run.preset), run_dir, True
     run = build_run_config(args.preset, args.config, args.set, _explicit(args))

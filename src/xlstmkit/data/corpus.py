@@ -78,7 +78,8 @@ def stdlib_files(max_files: int | None = None) -> list[Path]:
     files.sort(key=lambda p: p.as_posix())
     if max_files is not None:
         if not isinstance(max_files, int) or max_files < 2:
-            raise ValueError(f"max_files must be an integer >= 2 (one training and one validation file), got {max_files!r}")
+            raise ValueError(f"max_files must be an integer >= 2 (one training and one validation file), "
+                             f"got {max_files!r}")
         # a deterministic, spread-out subset: order by hash, keep the first max_files
         files = sorted(files, key=lambda p: _path_hash(p.as_posix()))[:max_files]
         files.sort(key=lambda p: p.as_posix())

@@ -80,6 +80,11 @@ class ByteTokenizer:
     def save(self, run_dir: str | Path) -> None:
         """Nothing to save: the byte tokenizer is fully described by its kind in config.json."""
 
+    @classmethod
+    def load(cls, run_dir: str | Path | None = None) -> ByteTokenizer:
+        """The byte tokenizer (nothing to read; for symmetry with `BPETokenizer.load`)."""
+        return cls()
+
 
 class BPETokenizer:
     """Byte-level BPE from Hugging Face `tokenizers`, trained on the training text."""

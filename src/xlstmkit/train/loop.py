@@ -39,7 +39,7 @@ METRIC_COLUMNS = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "
 # fields that may change when a run is resumed (they set how long it runs and how it logs, not what it computes)
 RESUMABLE_OVERRIDES = {"max_steps", "max_tokens", "time_budget", "checkpoint_every", "keep_last", "eval_every",
                        "eval_tokens", "final_eval_tokens", "sample_tokens", "sample_prompt", "sample_temperature",
-                       "sample_top_k", "compile", "device"}
+                       "sample_top_k", "compile", "device", "threads"}
 
 
 @dataclass
@@ -218,9 +218,11 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     cfg = run.train
     run_dir = Path(run_dir)
     info = D.init_distributed(cfg.device)
+    previous_threads = D.set_threads(cfg.threads, info.world_size)
     try:
         return _train(run, run_dir, cfg, info, resume, progress, print_fn)
     finally:
+        torch.set_num_threads(previous_threads)
         D.shutdown(info)
 
 
@@ -279,7 +281,8 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
     total = cfg.total_steps
     say(f"xlstmkit train: {n_params / 1e6:.2f}M parameters, {tokenizer.kind} tokenizer ({tokenizer.vocab_size} "
         f"tokens), {corpus.description}; {train_tokens.numel():,} training / {val_tokens.numel():,} validation "
-        f"tokens; {total} steps x {cfg.tokens_per_step:,} tokens; {info.world_size} process(es) on {info.device}; "
+        f"tokens; {total} steps x {cfg.tokens_per_step:,} tokens; {info.world_size} process(es) on {info.device}"
+        f"{f' ({torch.get_num_threads()} threads each)' if info.device.type == 'cpu' else ''}; "
         f"run folder {run_dir}")
 
     # -- the loop --------------------------------------------------------------------------------------------------
