@@ -96,3 +96,24 @@ def test_lr_schedule_warmup_cosine_floor():
     assert all(a >= b for a, b in zip(f[10:100], f[11:100]))        # cosine falls
     assert f[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert f[100] == f[119] == pytest.approx(0.1)                    # floor at 10 % of peak
+
+
+def test_threads_default_and_restore(monkeypatch):
+    import torch
+
+    from xlstmkit.train.distributed import auto_threads, set_threads
+
+    assert auto_threads(1) >= 1 and auto_threads(64) == 1
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    previous = set_threads(None)
+    try:
+        assert previous == before and torch.get_num_threads() == auto_threads(1)
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(previous)
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        TrainConfig(threads=0)

@@ -45,11 +45,13 @@ def cli_args(data: Path, out: Path, *extra: str) -> list[str]:
 def test_resume_equals_straight_run(tmp_path):
     data = write_text(tmp_path / "d.txt")
     quiet = lambda *_: None  # noqa: E731
+    threads = torch.get_num_threads()
     straight = train(tiny(data, max_steps=20, lr_decay_steps=20), tmp_path / "a", progress=False, print_fn=quiet)
     train(tiny(data, max_steps=10, lr_decay_steps=20), tmp_path / "b", progress=False, print_fn=quiet)
     resumed = train(tiny(data, max_steps=20, lr_decay_steps=20), tmp_path / "b", resume=True, progress=False,
                     print_fn=quiet)
     assert resumed.resumed_from == 10 and resumed.step == straight.step == 20
+    assert torch.get_num_threads() == threads  # train() restores the caller's thread count
     a, b = load_weights(tmp_path / "a" / "model.safetensors"), load_weights(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
@@ -144,3 +146,13 @@ def test_resume_refuses_changes_to_what_the_run_computes(tmp_path, capsys):
     assert "lr cannot be changed when resuming" in capsys.readouterr().err
     assert cli_main(cli_args(data, out, "--max-steps", "2")) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_resume_warns_when_the_data_changed(tmp_path, capsys):
+    data = write_text(tmp_path / "d.txt")
+    out = tmp_path / "run"
+    assert cli_main(cli_args(data, out, "--max-steps", "2")) == 0
+    data.write_text(data.read_text().replace("return", "yield"), encoding="utf-8")
+    capsys.readouterr()
+    assert cli_main(["train", "--resume", str(out), "--max-steps", "3", "--no-progress"]) == 0
+    assert "training tokens differ" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import math
 import sys
@@ -246,6 +247,7 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
                          f"shorter --seq-len")
     counts = unigram_counts(train_tokens, tokenizer.vocab_size)
     byte_lengths = token_byte_lengths(tokenizer)
+    fingerprint = hashlib.sha256(train_tokens.to(torch.int32).numpy().tobytes()).hexdigest()[:16]
 
     # -- model, optimiser, schedule --------------------------------------------------------------------------------
     model_cfg = {**run.model, "vocab_size": tokenizer.vocab_size}
@@ -265,6 +267,9 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
         _load_full_state(raw, optimizer, ckpt.model, ckpt.optimizer)
         scheduler.load_state_dict(ckpt.state["scheduler"])
         set_rng_state(ckpt.rng, ckpt.state["rng"])
+        if ckpt.state.get("data_fingerprint", fingerprint) != fingerprint:
+            _log("warning: the training tokens differ from those the checkpoint was trained on (data or tokenizer "
+                 "changed): the resumed run will not match an uninterrupted one")
         start_step, tokens_seen = ckpt.step, int(ckpt.state["tokens"])
         train_seconds, resumed_from = float(ckpt.state.get("train_seconds", 0.0)), ckpt.step
         say(f"resuming {run_dir} from {ckpt.path.name} (step {start_step})")
@@ -296,8 +301,8 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
         optim_sd = _full_optimizer_state(raw, optimizer)
         if info.is_main:
             save_checkpoint(run_dir, step, model_sd, optim_sd,
-                            {"tokens": tokens_seen, "scheduler": scheduler.state_dict(),
-                             "train_seconds": train_seconds, "world_size": info.world_size},
+                            {"tokens": tokens_seen, "scheduler": scheduler.state_dict(), "train_seconds": train_seconds,
+                             "world_size": info.world_size, "data_fingerprint": fingerprint},
                             keep_last=cfg.keep_last)
         D.barrier(info)
         last_saved = step
