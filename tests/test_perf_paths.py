@@ -148,10 +148,16 @@ def test_compiled_generation_equals_eager():
     assert torch.equal(got, model.generate(prompt, 8))
 
 
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().float() - b.detach()).norm() / b.detach().norm())
+
+
 def test_chunkwise_under_bf16_autocast_keeps_float32_state_and_matches():
-    """Under CPU bf16 autocast the chunkwise op returns float32 states, finite gradients, and stays within bf16
-    rounding of the float32 result."""
-    g = torch.Generator().manual_seed(7)
+    """Under CPU bf16 autocast the chunkwise op takes its matmul operands in bf16 and keeps states and gate
+    arithmetic in float32: float32 states, finite float32 gradients, within bf16 rounding of the float32 result
+    (relative error norms; the random gates make some denominators small, which amplifies rounding in the
+    gradients)."""
+    g = torch.Generator().manual_seed(8)
     B, NH, S, D = 1, 2, 40, 16
     q, k, v = (torch.randn(B, NH, S, D, generator=g, requires_grad=True) for _ in range(3))
     i = torch.randn(B, NH, S, generator=g, requires_grad=True)
@@ -162,9 +168,31 @@ def test_chunkwise_under_bf16_autocast_keeps_float32_state_and_matches():
         h, state = mlstm_chunkwise(q, k, v, i, f, chunk_size=16, return_state=True)
     assert all(t.dtype == torch.float32 for t in state)
     grads = torch.autograd.grad(h.float().square().sum(), (q, k, v, i, f))
-    torch.testing.assert_close(h.float(), ref, rtol=5e-2, atol=5e-2)
+    assert rel_err(h, ref) < 2e-2
     for a, b in zip(state, ref_state):
-        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2)
+        assert rel_err(a, b) < 2e-2
     for a, b in zip(grads, ref_grads):
         assert a.dtype == torch.float32 and torch.isfinite(a).all()
-        torch.testing.assert_close(a, b, rtol=1e-1, atol=1e-1)
+        assert rel_err(a, b) < 2e-1
+
+
+def test_chunkwise_low_precision_matmul_path_is_exact_with_float32_operands():
+    """The autocast branch of the chunkwise Function (operand casts, out-of-place accumulations) computes exactly
+    the plain branch's function when its matmul dtype is float32 itself: outputs, states and all gradients."""
+    from xlstmkit.ops.mlstm import _Chunkwise
+
+    g = torch.Generator().manual_seed(9)
+    N, NC, L, D = 3, 4, 8, 8
+    q, k, v = (torch.randn(N, NC, L, D, generator=g, requires_grad=True) for _ in range(3))
+    logf = (-torch.rand(N, NC, L, generator=g)).requires_grad_()
+    i = torch.randn(N, NC, L, generator=g, requires_grad=True)
+    C0 = torch.randn(N, D, D, generator=g, requires_grad=True)
+    n0 = torch.randn(N, D, generator=g, requires_grad=True)
+    m0 = torch.randn(N, generator=g)
+    runs = []
+    for mm in (None, torch.float32):
+        h, C, n, _ = _Chunkwise.apply(q, k, v, logf, i, C0, n0, m0, 1e-6, mm)
+        loss = h.square().sum() + (C * C.detach()).sum() + n.sum()
+        runs.append((h, C, n, *torch.autograd.grad(loss, (q, k, v, logf, i, C0, n0))))
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -241,6 +241,18 @@ def _advance(state: MLSTMState, seg: _Summary) -> MLSTMState:
     )
 
 
+def _bmm(a: Tensor, b: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """a @ b batched; with `dtype` (autocast's bf16/fp16), on operands of that dtype with a float32 result."""
+    if dtype is None:
+        return torch.bmm(a, b)
+    return torch.bmm(a.to(dtype), b.to(dtype)).float()
+
+
+def _addbmm_(acc: Tensor, a: Tensor, b: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """acc += a @ b in place (acc float32), as _bmm."""
+    return acc.baddbmm_(a, b) if dtype is None else acc.add_(_bmm(a, b, dtype))
+
+
 class _Chunkwise(torch.autograd.Function):
     """The chunkwise form over NC chunks of L positions in one piece: segment summaries, the recurrence over chunk
     states and the intra-chunk quadratic part, with one hand-written backward (a reverse recurrence over the
@@ -260,8 +272,11 @@ class _Chunkwise(torch.autograd.Function):
 
     @staticmethod
     @_autocast_off
-    def forward(ctx, q, k, v, logf, i, C_init, n_init, m_init, eps: float):
+    def forward(ctx, q, k, v, logf, i, C_init, n_init, m_init, eps: float, mm_dtype: torch.dtype | None):
         N, NC, L, DQK = q.shape
+        if mm_dtype is not None:  # low-precision matmul operands (autocast); states and gate arithmetic stay float32
+            q, k, v = q.to(mm_dtype), k.to(mm_dtype), v.to(mm_dtype)
+        ctx.mm_dtype = mm_dtype
         DV = v.shape[-1]
         BC = N * NC
         # ---- stabilisers of the chunk states: a tiny max-plus recurrence over NC chunks
@@ -279,7 +294,7 @@ class _Chunkwise(torch.autograd.Function):
         ew = torch.exp(a - m_end.unsqueeze(-1))  # (N, NC, L)
         kw = k * ew.unsqueeze(-1)  # (N, NC, L, DQK)
         qb, kb, vb, kwb = (t.view(BC, L, t.shape[-1]) for t in (q, k, v, kw))
-        C_add = torch.bmm(kwb.transpose(1, 2), vb).view(N, NC, DQK, DV)
+        C_add = _bmm(kwb.transpose(1, 2), vb, mm_dtype).view(N, NC, DQK, DV)
         n_add = kw.sum(-2)  # (N, NC, DQK)
         C0 = q.new_empty(N, NC, DQK, DV)  # the state each chunk starts from
         n0 = q.new_empty(N, NC, DQK)
@@ -298,10 +313,10 @@ class _Chunkwise(torch.autograd.Function):
         upper = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
         d = (r.unsqueeze(-2) - M.unsqueeze(-1)).masked_fill_(upper, float("-inf")).exp_().view(BC, L, L)
         w0 = torch.exp(m0 - M).view(BC, L)
-        P = torch.bmm(qb, kb.transpose(1, 2)).mul_(d)  # (BC, L, L)
+        P = _bmm(qb, kb.transpose(1, 2), mm_dtype).mul_(d)  # (BC, L, L)
         C0b = C0.view(BC, DQK, DV)
-        wqC = torch.bmm(qb, C0b).mul_(w0.unsqueeze(-1))  # (BC, L, DV): w0 * (q C0)
-        num = torch.baddbmm(wqC, P, vb)
+        wqC = _bmm(qb, C0b, mm_dtype).mul_(w0.unsqueeze(-1))  # (BC, L, DV): w0 * (q C0)
+        num = torch.baddbmm(wqC, P, vb) if mm_dtype is None else _bmm(P, vb, mm_dtype).add_(wqC)
         qn0 = (q * n0.unsqueeze(-2)).sum(-1).view(BC, L)  # q . n0
         qn = P.sum(-1) + w0 * qn0
         thr = torch.exp(-(b + M)).view(BC, L)
@@ -316,6 +331,7 @@ class _Chunkwise(torch.autograd.Function):
     @_autocast_off
     def backward(ctx, dh, dC_fin, dn_fin, _dm):
         q, k, v, C0, n0, decay, ew, kw, d, P, w0, wqC, qn0, qn, thr, den, h = ctx.saved_tensors
+        mm = ctx.mm_dtype
         N, NC, L, DQK = q.shape
         DV = v.shape[-1]
         BC = N * NC
@@ -330,14 +346,14 @@ class _Chunkwise(torch.autograd.Function):
         wins = (absqn > thr).to(qn.dtype) + 0.5 * (absqn == thr).to(qn.dtype)
         dqn = dden * torch.sign(qn) * wins  # (BC, L)
         # ---- intra-chunk part
-        dP = torch.bmm(dnum, vb.transpose(1, 2)).add_(dqn.unsqueeze(-1))  # (BC, L, L)
+        dP = _bmm(dnum, vb.transpose(1, 2), mm).add_(dqn.unsqueeze(-1))  # (BC, L, L)
         dlogD = dP * P  # gradient of the log weights (zero above the diagonal, where P = 0)
         dS = dP.mul_(d)  # gradient of q k^T
         wd = dnum * w0.unsqueeze(-1)  # (BC, L, DV)
         wdqn = dqn * w0  # (BC, L)
         n0b = n0.view(BC, 1, DQK)
-        dq = torch.bmm(wd, C0b.transpose(1, 2)).baddbmm_(dS, kb).addcmul_(wdqn.unsqueeze(-1), n0b)  # (BC, L, DQK)
-        dC0 = torch.bmm(qb.transpose(1, 2), wd).view(N, NC, DQK, DV)
+        dq = _addbmm_(_bmm(wd, C0b.transpose(1, 2), mm), dS, kb, mm).addcmul_(wdqn.unsqueeze(-1), n0b)  # (BC, L, DQK)
+        dC0 = _bmm(qb.transpose(1, 2), wd, mm).view(N, NC, DQK, DV)
         dn0 = (qb * wdqn.unsqueeze(-1)).sum(-2).view(N, NC, DQK)
         dw0 = (dnum * wqC).sum(-1) + wdqn * qn0  # through w0 = exp(b + m0 - m)
         col = dlogD.sum(-2).view(N, NC, L)  # gradient of i~_j, and minus that of b_j
@@ -357,26 +373,31 @@ class _Chunkwise(torch.autograd.Function):
         # through decay = exp(g + m0 - m'): one dot product <G, state> per chunk
         dg = decay * (torch.bmm(GCb.view(BC, 1, -1), C0b.view(BC, -1, 1)).view(N, NC) + (Gn * n0).sum(-1))
         # ---- through the chunk's own addition kw^T v (and kw^T 1) to the state
-        dkw = torch.bmm(vb, GCb.transpose(1, 2)).add_(Gn.view(BC, 1, DQK))  # (BC, L, DQK)
-        dv = torch.bmm(kwb, GCb).baddbmm_(P.transpose(1, 2), dnum)  # (BC, L, DV)
+        dkw = _bmm(vb, GCb.transpose(1, 2), mm).add_(Gn.view(BC, 1, DQK))  # (BC, L, DQK)
+        dv = _addbmm_(_bmm(kwb, GCb, mm), P.transpose(1, 2), dnum, mm)  # (BC, L, DV)
         da = (dkw * kwb).sum(-1).view(N, NC, L)  # through ew = exp(a - m')
-        dk = dkw.mul_(ew.view(BC, L, 1)).baddbmm_(dS.transpose(1, 2), qb)
+        dk = _addbmm_(dkw.mul_(ew.view(BC, L, 1)), dS.transpose(1, 2), qb, mm)
         # ---- to the gates: a_t = sum_{s>t} log f_s + i~_t, g = sum_s log f_s, b_t = sum_{s<=t} log f_s
         di = col + da
         dlogf = db.flip(-1).cumsum(-1).flip(-1) + (da.cumsum(-1) - da) + dg.unsqueeze(-1)
         return (dq.view(N, NC, L, DQK), dk.view(N, NC, L, DQK), dv.view(N, NC, L, DV), dlogf, di, dC_init, dn_init,
-                None, None)
+                None, None, None)
 
 
 def _chunks(q, k, v, logf, i, C, n, m, eps: float) -> tuple[Tensor, MLSTMState]:
-    """Run _Chunkwise on (B, NH, NC, L, .) chunk views; the state as (C, n, m). Returns h (B, NH, NC * L, DV)."""
+    """Run _Chunkwise on (B, NH, NC, L, .) chunk views; the state as (C, n, m). Returns h (B, NH, NC * L, DV).
+
+    Under bf16/fp16 autocast (float32 inputs) the matmuls take operands in the autocast dtype, as autocast would
+    give any matmul, while the states, the gates' exponentials and the normaliser stay float32."""
     B, NH, NC, L, DQK = q.shape
+    dev = q.device.type
+    mm_dtype = torch.get_autocast_dtype(dev) if q.dtype == torch.float32 and torch.is_autocast_enabled(dev) else None
     DV = v.shape[-1]
     N = B * NH
     h, C_fin, n_fin, m_fin = _Chunkwise.apply(
         *(t.reshape(N, NC, L, -1).contiguous() for t in (q, k, v)),
         *(t.reshape(N, NC, L).contiguous() for t in (logf, i)),
-        C.reshape(N, DQK, DV), n.reshape(N, DQK), m.detach().reshape(N), eps)
+        C.reshape(N, DQK, DV), n.reshape(N, DQK), m.detach().reshape(N), eps, mm_dtype)
     return h.view(B, NH, NC * L, DV), MLSTMState(C_fin.view(B, NH, DQK, DV), n_fin.view(B, NH, DQK),
                                                  m_fin.view(B, NH))
 
