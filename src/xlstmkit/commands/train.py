@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, metavar="N", help="optimiser steps to run (the schedule's length)")
     g.add_argument("--max-tokens", type=int, metavar="N", help="stop after N training tokens")
     g.add_argument("--time-budget", metavar="DURATION", help="stop training after this long, e.g. 600, 9m, 1h, "
-                   "or 'none' (default 9m for the default preset)")
+                   "or 'none' (default 8m for the default preset)")
     g.add_argument("--seed", type=int, help="random seed (model init and data order)")
     g.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps (0 = only at the end)")
     g.add_argument("--keep-last", type=int, metavar="K", help="keep the newest K checkpoints")
