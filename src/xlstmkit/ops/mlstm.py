@@ -241,16 +241,9 @@ def _advance(state: MLSTMState, seg: _Summary) -> MLSTMState:
     )
 
 
-def _bmm(a: Tensor, b: Tensor, dtype: torch.dtype | None) -> Tensor:
-    """a @ b batched; with `dtype` (autocast's bf16/fp16), on operands of that dtype with a float32 result."""
-    if dtype is None:
-        return torch.bmm(a, b)
-    return torch.bmm(a.to(dtype), b.to(dtype)).float()
-
-
-def _addbmm_(acc: Tensor, a: Tensor, b: Tensor, dtype: torch.dtype | None) -> Tensor:
-    """acc += a @ b in place (acc float32), as _bmm."""
-    return acc.baddbmm_(a, b) if dtype is None else acc.add_(_bmm(a, b, dtype))
+def _addbmm_(acc: Tensor, a: Tensor, b: Tensor, low: bool) -> Tensor:
+    """acc += a @ b in place; `low`: a and b are low-precision matmul operands, acc float32."""
+    return acc.add_(torch.bmm(a, b)) if low else acc.baddbmm_(a, b)
 
 
 class _Chunkwise(torch.autograd.Function):
@@ -266,6 +259,10 @@ class _Chunkwise(torch.autograd.Function):
         a_t = sum_{s>t} log f_s + i~_t;  g = sum_s log f_s;  m' = max(g + m0, max_t a_t);  kw = k * exp(a - m')
         C' = exp(g + m0 - m') C0 + kw^T v;   n' = exp(g + m0 - m') n0 + kw^T 1
 
+    With `mm_dtype` (autocast's bf16/fp16) the matmul operands are cast to it once each (names ending in _) and
+    the products come back into float32 arithmetic by type promotion; states, gate exponentials and the
+    normaliser stay float32.
+
     Shapes: q, k (N, NC, L, DQK) with k scaled; v (N, NC, L, DV); logf, i (N, NC, L); C_init (N, DQK, DV); n_init
     (N, DQK); m_init (N,). Saved for backward: O(S (L + D)) numbers plus NC chunk states, linear in S.
     """
@@ -274,11 +271,13 @@ class _Chunkwise(torch.autograd.Function):
     @_autocast_off
     def forward(ctx, q, k, v, logf, i, C_init, n_init, m_init, eps: float, mm_dtype: torch.dtype | None):
         N, NC, L, DQK = q.shape
-        if mm_dtype is not None:  # low-precision matmul operands (autocast); states and gate arithmetic stay float32
-            q, k, v = q.to(mm_dtype), k.to(mm_dtype), v.to(mm_dtype)
-        ctx.mm_dtype = mm_dtype
         DV = v.shape[-1]
         BC = N * NC
+        low = mm_dtype is not None
+
+        def lo(t: Tensor) -> Tensor:  # a matmul operand
+            return t.to(mm_dtype) if low else t
+
         # ---- stabilisers of the chunk states: a tiny max-plus recurrence over NC chunks
         incl = logf.flip(-1).cumsum(-1).flip(-1)  # (N, NC, L): sum_{s>=t} log f_s, summed from the end (exact)
         g = incl[..., 0]  # (N, NC)
@@ -293,8 +292,8 @@ class _Chunkwise(torch.autograd.Function):
         # ---- what each chunk adds to the state (already on the scale of the state after it), then the recurrence
         ew = torch.exp(a - m_end.unsqueeze(-1))  # (N, NC, L)
         kw = k * ew.unsqueeze(-1)  # (N, NC, L, DQK)
-        qb, kb, vb, kwb = (t.view(BC, L, t.shape[-1]) for t in (q, k, v, kw))
-        C_add = _bmm(kwb.transpose(1, 2), vb, mm_dtype).view(N, NC, DQK, DV)
+        q_, k_, v_, kw_ = (lo(t).view(BC, L, t.shape[-1]) for t in (q, k, v, kw))
+        C_add = torch.bmm(kw_.transpose(1, 2), v_).view(N, NC, DQK, DV)
         n_add = kw.sum(-2)  # (N, NC, DQK)
         C0 = q.new_empty(N, NC, DQK, DV)  # the state each chunk starts from
         n0 = q.new_empty(N, NC, DQK)
@@ -313,16 +312,20 @@ class _Chunkwise(torch.autograd.Function):
         upper = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
         d = (r.unsqueeze(-2) - M.unsqueeze(-1)).masked_fill_(upper, float("-inf")).exp_().view(BC, L, L)
         w0 = torch.exp(m0 - M).view(BC, L)
-        P = _bmm(qb, kb.transpose(1, 2), mm_dtype).mul_(d)  # (BC, L, L)
-        C0b = C0.view(BC, DQK, DV)
-        wqC = _bmm(qb, C0b, mm_dtype).mul_(w0.unsqueeze(-1))  # (BC, L, DV): w0 * (q C0)
-        num = torch.baddbmm(wqC, P, vb) if mm_dtype is None else _bmm(P, vb, mm_dtype).add_(wqC)
+        S = torch.bmm(q_, k_.transpose(1, 2))  # (BC, L, L)
+        P = S * d if low else S.mul_(d)
+        P_ = lo(P)
+        C0_ = lo(C0).view(BC, DQK, DV)
+        qC = torch.bmm(q_, C0_)  # (BC, L, DV)
+        wqC = qC * w0.unsqueeze(-1) if low else qC.mul_(w0.unsqueeze(-1))  # w0 * (q C0)
+        num = wqC + torch.bmm(P_, v_) if low else torch.baddbmm(wqC, P, v_)
         qn0 = (q * n0.unsqueeze(-2)).sum(-1).view(BC, L)  # q . n0
         qn = P.sum(-1) + w0 * qn0
         thr = torch.exp(-(b + M)).view(BC, L)
         den = torch.maximum(qn.abs(), thr) + eps
         h = num.div_(den.unsqueeze(-1))  # (BC, L, DV)
-        ctx.save_for_backward(q, k, v, C0, n0, decay, ew, kw, d, P, w0, wqC, qn0, qn, thr, den, h)
+        ctx.low = low
+        ctx.save_for_backward(q_, k_, v_, kw_, C0, C0_, n0, decay, ew, d, P_, w0, wqC, qn0, qn, thr, den, h)
         m_fin = m_all[:, -1]
         ctx.mark_non_differentiable(m_fin)
         return h.view(N, NC, L, DV), C_fin, n_fin, m_fin
@@ -330,13 +333,14 @@ class _Chunkwise(torch.autograd.Function):
     @staticmethod
     @_autocast_off
     def backward(ctx, dh, dC_fin, dn_fin, _dm):
-        q, k, v, C0, n0, decay, ew, kw, d, P, w0, wqC, qn0, qn, thr, den, h = ctx.saved_tensors
-        mm = ctx.mm_dtype
-        N, NC, L, DQK = q.shape
-        DV = v.shape[-1]
-        BC = N * NC
-        qb, kb, vb, kwb = (t.view(BC, L, t.shape[-1]) for t in (q, k, v, kw))
-        C0b = C0.view(BC, DQK, DV)
+        q_, k_, v_, kw_, C0, C0_, n0, decay, ew, d, P_, w0, wqC, qn0, qn, thr, den, h = ctx.saved_tensors
+        low = ctx.low
+        N, NC, DQK, DV = C0.shape
+        BC, L = d.shape[:2]
+
+        def lo(t: Tensor) -> Tensor:
+            return t.to(q_.dtype) if low else t
+
         # ---- through h = num / den, den = max(|qn|, thr) + eps
         dh = dh.reshape(BC, L, DV)
         dnum = dh / den.unsqueeze(-1)  # (BC, L, DV)
@@ -346,21 +350,26 @@ class _Chunkwise(torch.autograd.Function):
         wins = (absqn > thr).to(qn.dtype) + 0.5 * (absqn == thr).to(qn.dtype)
         dqn = dden * torch.sign(qn) * wins  # (BC, L)
         # ---- intra-chunk part
-        dP = _bmm(dnum, vb.transpose(1, 2), mm).add_(dqn.unsqueeze(-1))  # (BC, L, L)
-        dlogD = dP * P  # gradient of the log weights (zero above the diagonal, where P = 0)
+        dnum_ = lo(dnum)
+        dP = torch.bmm(dnum_, v_.transpose(1, 2))  # (BC, L, L)
+        dP = dP + dqn.unsqueeze(-1) if low else dP.add_(dqn.unsqueeze(-1))
+        dlogD = dP * P_  # gradient of the log weights (zero above the diagonal, where P = 0)
         dS = dP.mul_(d)  # gradient of q k^T
+        dS_ = lo(dS)
         wd = dnum * w0.unsqueeze(-1)  # (BC, L, DV)
+        wd_ = lo(wd)
         wdqn = dqn * w0  # (BC, L)
         n0b = n0.view(BC, 1, DQK)
-        dq = _addbmm_(_bmm(wd, C0b.transpose(1, 2), mm), dS, kb, mm).addcmul_(wdqn.unsqueeze(-1), n0b)  # (BC, L, DQK)
-        dC0 = _bmm(qb.transpose(1, 2), wd, mm).view(N, NC, DQK, DV)
-        dn0 = (qb * wdqn.unsqueeze(-1)).sum(-2).view(N, NC, DQK)
+        dq = torch.bmm(wd_, C0_.transpose(1, 2))
+        dq = _addbmm_(dq.float() if low else dq, dS_, k_, low).addcmul_(wdqn.unsqueeze(-1), n0b)  # (BC, L, DQK)
+        dC0 = torch.bmm(q_.transpose(1, 2), wd_).view(N, NC, DQK, DV)
+        dn0 = (q_ * wdqn.unsqueeze(-1)).sum(-2).view(N, NC, DQK)
         dw0 = (dnum * wqC).sum(-1) + wdqn * qn0  # through w0 = exp(b + m0 - m)
         col = dlogD.sum(-2).view(N, NC, L)  # gradient of i~_j, and minus that of b_j
         db = (dlogD.sum(-1) + dw0).view(N, NC, L) - col
         # ---- reverse recurrence over chunk states: G_c = dS0_c + decay_c G_{c+1}, from the final state's gradient
-        GC = torch.empty(N, NC, DQK, DV, dtype=q.dtype, device=q.device)  # gradient of C after each chunk
-        Gn = torch.empty(N, NC, DQK, dtype=q.dtype, device=q.device)  # gradient of n after each chunk
+        GC = torch.empty(N, NC, DQK, DV, dtype=C0.dtype, device=C0.device)  # gradient of C after each chunk
+        Gn = torch.empty(N, NC, DQK, dtype=C0.dtype, device=C0.device)  # gradient of n after each chunk
         GC[:, NC - 1] = 0 if dC_fin is None else dC_fin
         Gn[:, NC - 1] = 0 if dn_fin is None else dn_fin
         for c in range(NC - 1, 0, -1):
@@ -371,12 +380,15 @@ class _Chunkwise(torch.autograd.Function):
         dn_init = torch.addcmul(dn0[:, 0], decay[:, 0, None], Gn[:, 0])
         GCb = GC.view(BC, DQK, DV)
         # through decay = exp(g + m0 - m'): one dot product <G, state> per chunk
-        dg = decay * (torch.bmm(GCb.view(BC, 1, -1), C0b.view(BC, -1, 1)).view(N, NC) + (Gn * n0).sum(-1))
+        dg = decay * (torch.bmm(GCb.view(BC, 1, -1), C0.view(BC, -1, 1)).view(N, NC) + (Gn * n0).sum(-1))
         # ---- through the chunk's own addition kw^T v (and kw^T 1) to the state
-        dkw = _bmm(vb, GCb.transpose(1, 2), mm).add_(Gn.view(BC, 1, DQK))  # (BC, L, DQK)
-        dv = _addbmm_(_bmm(kwb, GCb, mm), P.transpose(1, 2), dnum, mm)  # (BC, L, DV)
-        da = (dkw * kwb).sum(-1).view(N, NC, L)  # through ew = exp(a - m')
-        dk = _addbmm_(dkw.mul_(ew.view(BC, L, 1)), dS.transpose(1, 2), qb, mm)
+        GC_ = lo(GCb)
+        dkw = torch.bmm(v_, GC_.transpose(1, 2))  # (BC, L, DQK)
+        dkw = dkw + Gn.view(BC, 1, DQK) if low else dkw.add_(Gn.view(BC, 1, DQK))
+        dv = torch.bmm(kw_, GC_)
+        dv = _addbmm_(dv.float() if low else dv, P_.transpose(1, 2), dnum_, low)  # (BC, L, DV)
+        da = (dkw * kw_).sum(-1).view(N, NC, L)  # through ew = exp(a - m')
+        dk = _addbmm_(dkw.mul_(ew.view(BC, L, 1)), dS_.transpose(1, 2), q_, low)
         # ---- to the gates: a_t = sum_{s>t} log f_s + i~_t, g = sum_s log f_s, b_t = sum_{s<=t} log f_s
         di = col + da
         dlogf = db.flip(-1).cumsum(-1).flip(-1) + (da.cumsum(-1) - da) + dg.unsqueeze(-1)
