@@ -152,7 +152,8 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.detach().float() - b.detach()).norm() / b.detach().norm())
 
 
-def test_chunkwise_under_bf16_autocast_keeps_float32_state_and_matches():
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])
+def test_chunkwise_under_bf16_autocast_keeps_float32_state_and_matches(in_dtype):
     """Under CPU bf16 autocast the chunkwise op takes its matmul operands in bf16 and keeps states and gate
     arithmetic in float32: float32 states, finite float32 gradients, within bf16 rounding of the float32 result
     (relative error norms; the random gates make some denominators small, which amplifies rounding in the
@@ -164,9 +165,10 @@ def test_chunkwise_under_bf16_autocast_keeps_float32_state_and_matches():
     f = (torch.randn(B, NH, S, generator=g) + 3).requires_grad_()
     ref, ref_state = mlstm_chunkwise(q, k, v, i, f, chunk_size=16, return_state=True)
     ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v, i, f))
+    xs = [t.to(in_dtype) for t in (q, k, v, i, f)]  # bf16 inputs: what the model's autocast linears hand over
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        h, state = mlstm_chunkwise(q, k, v, i, f, chunk_size=16, return_state=True)
-    assert all(t.dtype == torch.float32 for t in state)
+        h, state = mlstm_chunkwise(*xs, chunk_size=16, return_state=True)
+    assert h.dtype == in_dtype and all(t.dtype == torch.float32 for t in state)
     grads = torch.autograd.grad(h.float().square().sum(), (q, k, v, i, f))
     assert rel_err(h, ref) < 2e-2
     for a, b in zip(state, ref_state):

@@ -295,8 +295,8 @@ class _Chunkwise(torch.autograd.Function):
         q_, k_, v_, kw_ = (lo(t).view(BC, L, t.shape[-1]) for t in (q, k, v, kw))
         C_add = torch.bmm(kw_.transpose(1, 2), v_).view(N, NC, DQK, DV)
         n_add = kw.sum(-2)  # (N, NC, DQK)
-        C0 = q.new_empty(N, NC, DQK, DV)  # the state each chunk starts from
-        n0 = q.new_empty(N, NC, DQK)
+        C0 = C_init.new_empty(N, NC, DQK, DV)  # the state each chunk starts from
+        n0 = C_init.new_empty(N, NC, DQK)
         C0[:, 0], n0[:, 0] = C_init, n_init
         for c in range(NC - 1):
             dc = decay[:, c, None]
@@ -399,11 +399,10 @@ class _Chunkwise(torch.autograd.Function):
 def _chunks(q, k, v, logf, i, C, n, m, eps: float) -> tuple[Tensor, MLSTMState]:
     """Run _Chunkwise on (B, NH, NC, L, .) chunk views; the state as (C, n, m). Returns h (B, NH, NC * L, DV).
 
-    Under bf16/fp16 autocast (float32 inputs) the matmuls take operands in the autocast dtype, as autocast would
-    give any matmul, while the states, the gates' exponentials and the normaliser stay float32."""
+    Under bf16/fp16 autocast the matmuls take operands in the autocast dtype, as autocast would give any matmul,
+    while the states, the gates' exponentials and the normaliser stay float32."""
     B, NH, NC, L, DQK = q.shape
-    dev = q.device.type
-    mm_dtype = torch.get_autocast_dtype(dev) if q.dtype == torch.float32 and torch.is_autocast_enabled(dev) else None
+    mm_dtype = _autocast_mm_dtype(C)
     DV = v.shape[-1]
     N = B * NH
     h, C_fin, n_fin, m_fin = _Chunkwise.apply(
@@ -414,13 +413,23 @@ def _chunks(q, k, v, logf, i, C, n, m, eps: float) -> tuple[Tensor, MLSTMState]:
                                                  m_fin.view(B, NH))
 
 
-def _begin(q, k, v, i, f, initial_state, forget_gate, step=False):
-    """Validate, upcast to the state dtype, scale the keys and take log forget gates."""
+def _autocast_mm_dtype(t: Tensor) -> torch.dtype | None:
+    """The low-precision dtype the chunkwise matmuls use under autocast (None outside autocast or for float64)."""
+    dev = t.device.type
+    if t.dtype == torch.float64 or not torch.is_autocast_enabled(dev):
+        return None
+    return torch.get_autocast_dtype(dev)
+
+
+def _begin(q, k, v, i, f, initial_state, forget_gate, step=False, mm_dtype=None):
+    """Validate, upcast to the state dtype, scale the keys and take log forget gates. q, k, v that already have
+    `mm_dtype` (the chunkwise form under autocast) stay in it: they are only ever matmul operands there."""
     _check_inputs(q, k, v, i, f, step=step)
     dt = state_dtype(v.dtype)
     B, NH, DQK, DV = q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]
     state = _prepare_state(initial_state, B, NH, DQK, DV, dt, q.device)
-    qf, kf, vf = q.to(dt), k.to(dt) * (DQK**-0.5), v.to(dt)
+    mdt = mm_dtype if mm_dtype is not None and q.dtype == k.dtype == v.dtype == mm_dtype else dt
+    qf, kf, vf = q.to(mdt), k.to(mdt) * (DQK**-0.5), v.to(mdt)
     return qf, kf, vf, i.to(dt), log_forget(f.to(dt), forget_gate), state
 
 
@@ -472,7 +481,7 @@ def mlstm_chunkwise(
     """
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, initial_state, forget_gate)
+    qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, initial_state, forget_gate, mm_dtype=_autocast_mm_dtype(v))
     B, NH, S, DQK = qf.shape
     DV = vf.shape[-1]
     L = chunk_size
