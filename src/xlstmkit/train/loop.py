@@ -161,8 +161,10 @@ class MetricsLog:
                 self.tb.close()
 
 
-def plot_loss_curve(metrics_csv: Path, out_png: Path, title: str = "") -> bool:
-    """Training loss (and validation loss where measured) against step, as a PNG; False without matplotlib."""
+def plot_loss_curve(metrics_csv: Path, out_png: Path, title: str = "",
+                    final: tuple[int, float] | None = None) -> bool:
+    """Training loss (and validation loss where measured, `final` = (step, loss) of the final evaluation) against
+    step, as a PNG; False without matplotlib."""
     try:
         import matplotlib
 
@@ -187,7 +189,8 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path, title: str = "") -> bool:
         k = max(2, len(loss) // 30)
         smooth = [sum(loss[max(0, i - k + 1):i + 1]) / len(loss[max(0, i - k + 1):i + 1]) for i in range(len(loss))]
         ax.plot(steps, smooth, lw=1.5, label=f"train loss (mean of {k})")
-    if vloss:
+    if vloss or final:
+        vsteps, vloss = vsteps + ([final[0]] if final else []), vloss + ([final[1]] if final else [])
         ax.plot(vsteps, vloss, marker="o", label="validation loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
@@ -397,7 +400,8 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
                          stopped_by=stopped_by, resumed_from=resumed_from, history=history)
     if info.is_main:
         plot_loss_curve(run_dir / METRICS_FILE, run_dir / LOSS_PLOT,
-                        title=f"{run_dir.name}: {n_params / 1e6:.2f}M parameters, {tokenizer.kind} tokens")
+                        title=f"{run_dir.name}: {n_params / 1e6:.2f}M parameters, {tokenizer.kind} tokens",
+                        final=(step, final.loss))
         say(f"stopped at step {step} ({stopped_by}); {tokens_seen:,} tokens in {train_seconds:.0f}s of training, "
             f"{time.time() - t_setup:.0f}s in all")
         say(format_result(final))
