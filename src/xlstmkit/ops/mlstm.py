@@ -421,10 +421,11 @@ def _autocast_mm_dtype(t: Tensor) -> torch.dtype | None:
     return torch.get_autocast_dtype(dev)
 
 
-def _begin(q, k, v, i, f, initial_state, forget_gate, step=False, mm_dtype=None):
-    """Validate, upcast to the state dtype, scale the keys and take log forget gates. q, k, v that already have
-    `mm_dtype` (the chunkwise form under autocast) stay in it: they are only ever matmul operands there."""
+def _begin(q, k, v, i, f, initial_state, forget_gate, step=False, keep_low=False):
+    """Validate, upcast to the state dtype, scale the keys and take log forget gates. With `keep_low` (the chunkwise
+    form), q, k, v that arrive in autocast's dtype stay in it: they are only ever matmul operands there."""
     _check_inputs(q, k, v, i, f, step=step)
+    mm_dtype = _autocast_mm_dtype(v) if keep_low else None
     dt = state_dtype(v.dtype)
     B, NH, DQK, DV = q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]
     state = _prepare_state(initial_state, B, NH, DQK, DV, dt, q.device)
@@ -481,7 +482,7 @@ def mlstm_chunkwise(
     """
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, initial_state, forget_gate, mm_dtype=_autocast_mm_dtype(v))
+    qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, initial_state, forget_gate, keep_low=True)
     B, NH, S, DQK = qf.shape
     DV = vf.shape[-1]
     L = chunk_size
