@@ -102,16 +102,25 @@ class _Sequence(torch.autograd.Function):
     @staticmethod
     @_autocast_off
     def forward(ctx, gx, R, c0, n0, m0, h0, forget_gate):
-        c, n, m, h = c0, n0, m0, h0
-        cs, ns, ms, hs, raws = [c0], [n0], [m0], [h0], []
-        for t in range(gx.shape[0]):
-            raw = torch.baddbmm(gx[t], h, R)  # (NH, B, 4 DH)
-            c, n, m, h = _gates_step(*raw.chunk(4, dim=-1), c, n, m, forget_gate)
-            cs.append(c), ns.append(n), ms.append(m), hs.append(h), raws.append(raw)
-        H = torch.stack(hs)  # (S + 1, NH, B, DH), with h0 first
+        # the step of _gates_step, written into preallocated per-step buffers with in-place and out= operations
+        # (no autograd here): no allocation per step and no stacking at the end
+        S = gx.shape[0]
+        C, N, M, H = (torch.empty(S + 1, *c0.shape, dtype=c0.dtype, device=c0.device) for _ in range(4))
+        raws = torch.empty_like(gx)  # (S, NH, B, 4 DH)
+        C[0], N[0], M[0], H[0] = c0, n0, m0, h0
+        for t in range(S):
+            raw = torch.baddbmm(gx[t], H[t], R, out=raws[t])  # (NH, B, 4 DH)
+            i_raw, f_raw, z_raw, o_raw = raw.chunk(4, dim=-1)
+            lm = log_forget(f_raw, forget_gate).add(M[t])  # log f + m (a new tensor)
+            m_new = torch.where(N[t] == 0, i_raw, torch.maximum(lm, i_raw), out=M[t + 1])
+            ip = torch.sub(i_raw, m_new).exp_()
+            fp = lm.sub_(m_new).clamp_(max=0.0).exp_()  # clamped: <= 0 except on an empty state (times zeros)
+            c = torch.mul(fp, C[t], out=C[t + 1]).addcmul_(ip, torch.tanh(z_raw))
+            n = torch.mul(fp, N[t], out=N[t + 1]).add_(ip)
+            torch.sigmoid(o_raw, out=H[t + 1]).mul_(c).div_(n)
         ctx.forget_gate = forget_gate
-        ctx.save_for_backward(R, torch.stack(raws), torch.stack(cs), torch.stack(ns), torch.stack(ms), H)
-        return H[1:], c, n, m, h
+        ctx.save_for_backward(R, raws, C, N, M, H)
+        return H[1:], C[S], N[S], M[S], H[S]
 
     @staticmethod
     @_autocast_off
