@@ -141,22 +141,25 @@ class _Sequence(torch.autograd.Function):
         do_fac = c_t / n_t * o * (1 - o)  # dh/do~
         df_fac = fp * (expo <= 0).to(fp.dtype) * dlogf  # df'/df~ / f'... times f'
         dz_fac = ip * (1 - z * z)
-        zero = torch.zeros_like(C[0])
-        dc = zero if dc_T is None else dc_T
-        dn = zero if dn_T is None else dn_T
-        dh_rec = zero if dh_T is None else dh_T
+        # the carries dc, dn are our own buffers, updated in place; each step's gate gradients are written straight
+        # into their slot of dgx
+        dc = torch.zeros_like(C[0]) if dc_T is None else dc_T.clone()
+        dn = torch.zeros_like(C[0]) if dn_T is None else dn_T.clone()
+        dh_rec = torch.zeros_like(C[0]) if dh_T is None else dh_T
         Rt = R.transpose(1, 2)  # (NH, 4 DH, DH)
-        draws = [None] * S
+        dgx = torch.empty_like(raw)  # (S, NH, B, 4 DH)
         for t in range(S - 1, -1, -1):
             dh = dh_rec if dH is None else dH[t] + dh_rec
-            dc = dc + dh * h_over_c[t]
-            dn = dn - dh * h_over_n[t]
-            draw = torch.cat([(dc * z[t] + dn) * ip[t], (dc * C[t] + dn * N[t]) * df_fac[t],
-                              dc * dz_fac[t], dh * do_fac[t]], dim=-1)  # (NH, B, 4 DH)
-            draws[t] = draw
-            dc, dn = dc * fp[t], dn * fp[t]
-            dh_rec = torch.bmm(draw, Rt)
-        dgx = torch.stack(draws)  # (S, NH, B, 4 DH)
+            dc.addcmul_(dh, h_over_c[t])
+            dn.addcmul_(dh, h_over_n[t], value=-1.0)
+            di, df, dz, do = dgx[t].chunk(4, dim=-1)  # (NH, B, DH) views
+            torch.mul(dc, z[t], out=di).add_(dn).mul_(ip[t])
+            torch.mul(dc, C[t], out=df).addcmul_(dn, N[t]).mul_(df_fac[t])
+            torch.mul(dc, dz_fac[t], out=dz)
+            torch.mul(dh, do_fac[t], out=do)
+            dc.mul_(fp[t])
+            dn.mul_(fp[t])
+            dh_rec = torch.bmm(dgx[t], Rt)
         NH, B, DH = H.shape[1:]
         h_prev = H[:-1].permute(1, 3, 0, 2).reshape(NH, DH, S * B)
         dR = torch.bmm(h_prev, dgx.permute(1, 0, 2, 3).reshape(NH, S * B, 4 * DH))
