@@ -156,3 +156,17 @@ def test_resume_warns_when_the_data_changed(tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["train", "--resume", str(out), "--max-steps", "3", "--no-progress"]) == 0
     assert "training tokens differ" in capsys.readouterr().err
+
+
+def test_run_killed_before_its_first_checkpoint_can_be_started_again(tmp_path, capsys):
+    data = write_text(tmp_path / "d.txt")
+    out = tmp_path / "run"
+    assert cli_main(cli_args(data, out, "--max-steps", "2")) == 0
+    import shutil
+
+    shutil.rmtree(out / "checkpoints")
+    (out / "model.safetensors").unlink()            # as if killed before the first checkpoint
+    capsys.readouterr()
+    assert cli_main(["train", "--resume", str(out), "--no-progress"]) == 2
+    assert "without --resume" in capsys.readouterr().err
+    assert cli_main(cli_args(data, out, "--max-steps", "2")) == 0

@@ -77,7 +77,8 @@ def resolve(args: argparse.Namespace):
     """(RunConfig, run folder, resume?) from the command line."""
     from ..train.config import RunConfig, build_run_config, parse_set
     from ..train.loop import RESUMABLE_OVERRIDES
-    from ..train.run import CONFIG_FILE, default_run_dir, latest_run_dir
+    from ..train.checkpoint import list_checkpoints
+    from ..train.run import CONFIG_FILE, WEIGHTS_FILE, default_run_dir, latest_run_dir
 
     if args.resume:
         if isinstance(args.resume, str):
@@ -106,7 +107,8 @@ def resolve(args: argparse.Namespace):
         return RunConfig(model=run.model, train=run.train.from_dict(train), preset=run.preset), run_dir, True
     run = build_run_config(args.preset, args.config, args.set, _explicit(args))
     run_dir = Path(args.out) if args.out else default_run_dir()
-    if (run_dir / CONFIG_FILE).exists():
+    # a folder whose run left no weights (stopped before its first checkpoint) may be started again
+    if (run_dir / CONFIG_FILE).exists() and (list_checkpoints(run_dir) or (run_dir / WEIGHTS_FILE).exists()):
         raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
     return run, run_dir, False
 

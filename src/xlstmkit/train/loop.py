@@ -266,7 +266,8 @@ def _train(run, run_dir, cfg, info, resume, progress, print_fn) -> TrainResult:
     if resume:
         ckpt = load_latest_checkpoint(run_dir, warn=_log if info.is_main else None)
         if ckpt is None:
-            raise CheckpointError(f"nothing to resume: {run_dir} has no checkpoints")
+            raise CheckpointError(f"nothing to resume: {run_dir} has no checkpoints (it stopped before its first one); "
+                                  f"start it again without --resume")
         _load_full_state(raw, optimizer, ckpt.model, ckpt.optimizer)
         scheduler.load_state_dict(ckpt.state["scheduler"])
         set_rng_state(ckpt.rng, ckpt.state["rng"])
