@@ -130,6 +130,7 @@ def test_hf_dataset_name_reads_the_local_cache(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     c = load_corpus("wikitext:wikitext-2-raw-v1")
     assert calls == [("wikitext", "wikitext-2-raw-v1")]
     assert c.train_docs == ["alpha " * 10, "beta " * 10] and c.val_docs == ["gamma " * 10]

@@ -82,12 +82,14 @@ def load_hf_dataset(name: str, val_fraction: float, text_field: str = "text") ->
     `name` may carry a config after a colon, e.g. "wikitext:wikitext-2-raw-v1". A "validation" (or "test") split is
     used when the dataset has one; otherwise the "train" split is divided by record.
     """
+    # offline before `datasets` is imported (it reads these at import time): only the local cache is used
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import datasets  # noqa: F401
     except ImportError:
         raise ValueError(f"--data {name!r} is neither a file nor a folder, and Hugging Face `datasets` is not "
                          "installed to read it as a dataset name (pip install datasets)") from None
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     ds_name, _, config = name.partition(":")
     try:
         dsd = datasets.load_dataset(ds_name, config or None)
