@@ -11,7 +11,8 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": "train a language model (default: a small byte-level xLSTM[7:1]-style model on the Python standard library's source)",
+    "train": "train a language model (default: a small byte-level xLSTM[7:1]-style model on the Python standard "
+             "library's source)",
     "eval": "evaluate a trained run: loss, bits per byte, perplexity, length extrapolation",
     "generate": "sample text from a trained run or a Hugging Face xLSTM folder",
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
