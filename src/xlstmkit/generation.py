@@ -124,9 +124,10 @@ class GenerationMixin:
 
         Rows that produced a stop token keep yielding `pad_token` (default: the first stop token) until all rows have
         stopped or max_new_tokens is reached. `seed` makes sampling reproducible (or pass a torch.Generator).
-        `compile=True` runs the per-token step through torch.compile (opt-in: it needs a working C++ toolchain and
-        tens of seconds to compile on first use, then each token costs less; a failed compilation falls back to
-        the plain step with a one-line warning).
+        `compile=True` runs the per-token step of models with a `decode_step` (xLSTMLM) through torch.compile
+        (opt-in: it needs a working C++ toolchain and tens of seconds to compile on first use, then each token costs
+        about half; a failed compilation falls back to the plain step with a one-line warning; other models ignore
+        it).
         """
         vocab = self.config.vocab_size
         check_input_ids(input_ids, vocab)
