@@ -14,7 +14,9 @@ given, and unrolls the stabiliser the same way, m_t = max(b_t + m_0, max_{j<=t} 
 b_t = sum_{s<=t} log f_s, so that all forms agree to rounding, including in the eps term.
 
 Shapes: q, k (B, NH, S, DQK); v (B, NH, S, DV); i, f (B, NH, S). State C (B, NH, DQK, DV), n (B, NH, DQK),
-m (B, NH). Arithmetic runs in float32 (float64 if the inputs are float64); h comes back in v's dtype.
+m (B, NH). Arithmetic runs in float32 (float64 if the inputs are float64); h comes back in v's dtype. Under bf16/fp16
+autocast the chunkwise form takes its matmul operands in the autocast dtype (as autocast gives any matmul) and keeps
+the states, gate exponentials and normaliser in float32; the other forms run in float32 under autocast.
 """
 
 from __future__ import annotations
