@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_medians  # noqa: E402
+from measure import interleave  # noqa: E402
 from suite_official import official_model  # noqa: E402
 
 from xlstmkit.interop.official import from_official  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
     if args.compile:
         ours.generate(prompt[:, :1], 3, compile=True)  # compile outside the timing
         fns["xlstmkit generate compiled"] = lambda: ours.generate(prompt[:, :1], n, compile=True)
-    t = interleaved_medians(fns, repeats=args.repeats)
+    t = interleave(fns, repeats=args.repeats)
     base = t["official step()"]
     print(f"batch 1, {n} tokens, threads={torch.get_num_threads()}")
     for name, sec in t.items():

@@ -7,6 +7,7 @@ machine; `interleave` alternates them repeat by repeat so that noise hits both a
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import threading
@@ -15,6 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+
+def emit(**row) -> None:
+    """One result as a JSON line on stdout (what benchmarks/suite.py collects)."""
+    print(json.dumps(row), flush=True)
 
 
 def rss_bytes() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_medians  # noqa: E402
+from measure import interleave  # noqa: E402
 
 from xlstmkit.ops import mlstm_chunkwise  # noqa: E402
 
@@ -52,7 +52,7 @@ def main() -> None:
             h = peer(q, k, v, i, f, chunk_size=L)
             torch.autograd.backward(h, dh)
 
-        t = interleaved_medians({"ours": ours, "theirs": theirs}, repeats=args.repeats)
+        t = interleave({"ours": ours, "theirs": theirs}, repeats=args.repeats)
         tok = B * S
         print(f"{S:>6} {tok / t['ours']:>15.0f} {tok / t['theirs']:>20.0f} {t['theirs'] / t['ours']:>6.2f}")
 

@@ -14,22 +14,17 @@ import sys
 sys.modules["xlstm"] = None  # transformers then takes its native (CPU) code path, as on a machine without xlstm
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import LMUnderTest, PeakRSS, forward_fn, interleave, train_step_fn  # noqa: E402
+from measure import LMUnderTest, PeakRSS, emit, forward_fn, interleave, train_step_fn  # noqa: E402
 
 from xlstmkit.interop import hf  # noqa: E402
 
 V = 256
-
-
-def emit(**row) -> None:
-    print(json.dumps(row), flush=True)
 
 
 def build(mode: str):

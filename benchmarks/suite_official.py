@@ -9,14 +9,13 @@ Model (issue 5's reference): d = 256, 6 blocks, one sLSTM block (vanilla backend
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import LMUnderTest, PeakRSS, forward_fn, interleave, train_step_fn  # noqa: E402
+from measure import LMUnderTest, PeakRSS, emit, forward_fn, interleave, train_step_fn  # noqa: E402
 
 from xlstmkit.interop.official import from_official  # noqa: E402
 
@@ -38,10 +37,6 @@ def official_model(context_length: int, slstm: bool = True):
     model = xLSTMLMModel(cfg)
     model.reset_parameters()
     return model
-
-
-def emit(**row) -> None:
-    print(json.dumps(row), flush=True)
 
 
 def main() -> None:
@@ -91,7 +86,12 @@ def main() -> None:
     def ours_generate() -> None:
         ours_model.generate(prompt, n_new)
 
-    t = interleave({"official xlstm": official_generate, "xlstmkit": ours_generate}, repeats=rep)
+    def ours_generate_compiled() -> None:
+        ours_model.generate(prompt, n_new, compile=True)
+
+    ours_generate_compiled()  # compile before timing (torch.compile; falls back with a warning if it cannot)
+    t = interleave({"official xlstm": official_generate, "xlstmkit": ours_generate,
+                    "xlstmkit compile=True": ours_generate_compiled}, repeats=rep)
     emit(suite="official", what="generate B=1 (16-token prompt)", unit="tokens/s",
          **{k: n_new / v for k, v in t.items()})
 
