@@ -334,3 +334,33 @@ def test_lstm_baseline_rejects_bad_sizes():
 
     with pytest.raises(ValueError, match="dim"):
         LSTMLM(10, 0)
+
+
+class _ParityOracle(torch.nn.Module):
+    """Solves parity exactly: at every position, predicts the parity of the b's read so far."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+
+    def forward(self, input_ids):
+        odd = (input_ids == self.task.ids["b"]).long().cumsum(dim=1) % 2  # (B, S)
+        answer = torch.where(odd == 1, self.task.ids["odd"], self.task.ids["even"])
+        return torch.nn.functional.one_hot(answer, self.task.vocab_size).float()  # (B, S, V)
+
+
+def test_evaluate_scores_an_exact_solver_one_and_a_constant_about_zero():
+    from xlstmkit.train.synthetic import evaluate
+
+    task = get_task("parity")
+    oracle = evaluate(_ParityOracle(task), task, [40, 100, 256], 24, eval_seed=0, tokens_per_batch=2000)
+    assert oracle["scaled_accuracy"] == pytest.approx(1.0)
+    assert sorted(oracle["per_length"]) == [40, 100, 256]
+    assert all(v["tokens"] == 24 for v in oracle["per_length"].values())  # one answer token per sequence
+
+    class Even(torch.nn.Module):
+        def forward(self, input_ids):
+            return torch.nn.functional.one_hot(torch.full_like(input_ids, task.ids["even"]), task.vocab_size).float()
+
+    constant = evaluate(Even(), task, [40, 100, 256], 200, eval_seed=0)
+    assert abs(constant["scaled_accuracy"]) < 0.15

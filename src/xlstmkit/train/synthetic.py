@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xlstmkit.data.synthetic import LengthScores, SyntheticTask, answer_token_hits, get_task
+from xlstmkit.data.synthetic.base import collate
 from xlstmkit.models.baselines import LSTMLM, count_parameters, llama, mamba
 
 XLSTM_PATTERNS = {"xlstm[0:1]": "xLSTM[0:1]", "xlstm[1:0]": "xLSTM[1:0]", "xlstm[1:1]": "xLSTM[1:1]"}
@@ -188,28 +189,13 @@ def evaluate(
         while end < len(order) and (end - start + 1) * len(seqs[order[end]][0]) <= tokens_per_batch:
             end += 1
         idx = order[start:end]
-        batch = _collate([seqs[i] for i in idx], [lengths[i] for i in idx])
+        batch = collate([seqs[i] for i in idx], [lengths[i] for i in idx])
         logits = model(batch.input_ids)  # (b, S, V)
         correct, total = answer_token_hits(logits, batch.targets, batch.mask)
         scores.add(batch.lengths, correct, total)
         start = end
     model.train(was_training)
     return scores.summary()
-
-
-def _collate(seqs: list[tuple[np.ndarray, np.ndarray]], lengths: list[int]):
-    from xlstmkit.data.synthetic import PAD, TaskBatch
-
-    width = max(len(t) for t, _ in seqs) - 1
-    input_ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
-    targets = torch.full((len(seqs), width), PAD, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for b, (tokens, answer) in enumerate(seqs):
-        n = len(tokens) - 1
-        input_ids[b, :n] = torch.from_numpy(tokens[:-1])
-        targets[b, :n] = torch.from_numpy(tokens[1:])
-        mask[b, :n] = torch.from_numpy(answer[1:])
-    return TaskBatch(input_ids, targets, mask, torch.tensor(lengths, dtype=torch.long))
 
 
 def run_cell(cfg: CellConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from .base import PAD, SyntheticTask, TaskBatch, as_generator
+from .base import PAD, SyntheticTask, TaskBatch, as_generator, collate
 from .formal import FORMAL_TASKS, FormalTask
 from .mqar import MQAR
 from .scoring import LengthScores, answer_token_hits, scaled_accuracy
@@ -46,6 +46,7 @@ __all__ = [
     "TaskBatch",
     "answer_token_hits",
     "as_generator",
+    "collate",
     "get_task",
     "scaled_accuracy",
 ]

@@ -42,6 +42,26 @@ def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
 
 
+def collate(seqs: Sequence[tuple[np.ndarray, np.ndarray]], lengths: Sequence[int]) -> TaskBatch:
+    """Right-padded next-token batch from (tokens (T,), answer mask (T,)) pairs and their task lengths."""
+    width = max(len(tokens) for tokens, _ in seqs) - 1
+    bsz = len(seqs)
+    input_ids = np.full((bsz, width), PAD, dtype=np.int64)
+    targets = np.full((bsz, width), PAD, dtype=np.int64)
+    mask = np.zeros((bsz, width), dtype=bool)
+    for b, (tokens, answer) in enumerate(seqs):
+        n = len(tokens) - 1
+        input_ids[b, :n] = tokens[:-1]
+        targets[b, :n] = tokens[1:]
+        mask[b, :n] = answer[1:]
+    return TaskBatch(
+        torch.from_numpy(input_ids),
+        torch.from_numpy(targets),
+        torch.from_numpy(mask),
+        torch.tensor([int(n) for n in lengths], dtype=torch.long),
+    )
+
+
 class SyntheticTask(abc.ABC):
     """A task: a vocabulary, a chance level `s_rand` and a seeded generator of (sequence, answer mask).
 
@@ -74,22 +94,7 @@ class SyntheticTask(abc.ABC):
         if len(lengths) == 0:
             raise ValueError("lengths must name at least one task length")
         seqs = [self.sequence(self.check_length(n), gen) for n in lengths]
-        width = max(len(tokens) for tokens, _ in seqs) - 1
-        bsz = len(seqs)
-        input_ids = np.full((bsz, width), PAD, dtype=np.int64)
-        targets = np.full((bsz, width), PAD, dtype=np.int64)
-        mask = np.zeros((bsz, width), dtype=bool)
-        for b, (tokens, answer) in enumerate(seqs):
-            n = len(tokens) - 1
-            input_ids[b, :n] = tokens[:-1]
-            targets[b, :n] = tokens[1:]
-            mask[b, :n] = answer[1:]
-        return TaskBatch(
-            torch.from_numpy(input_ids),
-            torch.from_numpy(targets),
-            torch.from_numpy(mask),
-            torch.tensor([int(n) for n in lengths], dtype=torch.long),
-        )
+        return collate(seqs, lengths)
 
     def sample_batch(
         self, batch_size: int, length_range: tuple[int, int], rng: np.random.Generator | int | None = None
