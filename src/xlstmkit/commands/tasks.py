@@ -36,6 +36,7 @@ def _add_cell_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqar-context", type=int, default=None, help="MQAR context length (task 'mqar': default 64)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--log-every", type=int, default=0, help="print the training loss every N steps to stderr")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +76,7 @@ def _cell_config(args: argparse.Namespace, task: str, model: str):
         weight_decay=args.weight_decay, dim=args.dim, heads=args.heads, match_params=args.match_params,
         seed=args.seed, eval_seed=args.eval_seed, train_lengths=train_lengths,
         test_lengths=parse_lengths(args.test_lengths) if args.test_lengths else None,
-        eval_samples=args.eval_samples, task_options=options, log_every=args.log_every,
+        eval_samples=args.eval_samples, task_options=options, log_every=args.log_every, device=args.device,
     )
 
 

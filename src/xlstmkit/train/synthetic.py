@@ -121,6 +121,7 @@ class CellConfig:
     eval_tokens_per_batch: int = 16384
     task_options: dict[str, Any] = field(default_factory=dict)
     log_every: int = 0  # print the training loss every N steps to stderr (0 = never)
+    device: str = "auto"  # "auto" = CUDA when available, else CPU
 
     def __post_init__(self) -> None:
         self.model = canonical_model_name(self.model)
@@ -181,6 +182,8 @@ def evaluate(
     seqs = [task.sequence(task.check_length(n), rng) for n in lengths]
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
     scores = LengthScores(task.s_rand)
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
     start = 0
@@ -190,6 +193,7 @@ def evaluate(
             end += 1
         idx = order[start:end]
         batch = collate([seqs[i] for i in idx], [lengths[i] for i in idx])
+        batch = batch.to(device)
         logits = model(batch.input_ids)  # (b, S, V)
         correct, total = answer_token_hits(logits, batch.targets, batch.mask)
         scores.add(batch.lengths, correct, total)
@@ -211,7 +215,8 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
     if budget is not None and cfg.model != REFERENCE_MODEL:
         dim = matched_dim(cfg.model, task.vocab_size, budget, cfg.heads)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, task.vocab_size, dim, cfg.heads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    model = build_model(cfg.model, task.vocab_size, dim, cfg.heads).to(device)
     model.train()
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
     min_ratio = cfg.min_lr / cfg.lr
@@ -221,7 +226,7 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
     rng = np.random.default_rng([cfg.seed, 0])
     losses: list[float] = []
     for step in range(cfg.steps):
-        batch = task.sample_batch(cfg.batch_size, train_lengths, rng)
+        batch = task.sample_batch(cfg.batch_size, train_lengths, rng).to(device)
         loss = masked_loss(model(batch.input_ids), batch.targets, batch.mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -253,6 +258,7 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - wall0,
         "train_wall_seconds": train_seconds,
         "torch_threads": torch.get_num_threads(),
+        "device": str(device),
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("task", "model", "test_lengths")},
     }
 
