@@ -28,7 +28,10 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=16384)
     ap.add_argument("--official-max-len", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lengths = [256 * 2**k for k in range(20) if 256 * 2**k <= args.max_len]
     off = official_model(context_length=min(args.official_max_len, args.max_len))
     ours_model = from_official(off)

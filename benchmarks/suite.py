@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -54,9 +55,9 @@ def table(rows: list[dict], ours: str) -> str:
         cells = [fmt(r[n]) if n in r else "" for n in names]
         ratio = ""
         nums = {n: r[n] for n in names if isinstance(r.get(n), (int, float))}
-        if r.get("unit") == "tokens/s" and ours in nums and len(nums) > 1:
-            best = max(v for n, v in nums.items() if n != ours)
-            ratio = f"{nums[ours] / best:.2f}x"
+        peers = {n: v for n, v in nums.items() if not n.startswith("xlstmkit")}
+        if r.get("unit") == "tokens/s" and ours in nums and peers:
+            ratio = f"{nums[ours] / max(peers.values()):.2f}x"
         lines.append(f"| {r['what']} | {r.get('unit', '')} | " + " | ".join(cells) + f" | {ratio} |")
     return "\n".join(lines)
 
@@ -74,8 +75,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in every measurement (0 = torch default; "
+                    "use 1 on a machine that other work shares: oversubscribed threads distort every figure)")
     args = ap.parse_args()
-    extra = ["--quick"] if args.quick else []
+    extra = (["--quick"] if args.quick else []) + (["--threads", str(args.threads)] if args.threads else [])
+    if args.threads:
+        torch.set_num_threads(args.threads)
     OUT.mkdir(exist_ok=True)
     peak32, peak16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
     official = merge(run("suite_official.py", *extra))
@@ -83,7 +88,7 @@ def main() -> None:
     parts = [
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}; matmul peak {peak32:.0f} GFLOP/s fp32, {peak16:.0f} GFLOP/s bf16 "
-        f"(1024^3 product, measured now).",
+        f"(best of 5 1024^3 products, measured now); load average before the run: {os.getloadavg()[0]:.1f}.",
         "",
         "### The paper's model: official `xlstm` vs xlstmkit (`from_official`, same weights)",
         "",
@@ -106,7 +111,8 @@ def main() -> None:
     (OUT / "table.md").write_text(text + "\n")
     print(text)
     if not args.skip_scaling:
-        scaling = ["--max-len", "2048", "--official-max-len", "1024"] if args.quick else []
+        scaling = (["--max-len", "2048", "--official-max-len", "1024"] if args.quick else []) + \
+            (["--threads", str(args.threads)] if args.threads else [])
         run("scaling.py", *scaling)
         print(f"\nscaling plot: {OUT / 'scaling.png'}")
 

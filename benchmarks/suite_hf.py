@@ -20,7 +20,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import LMUnderTest, PeakRSS, emit, forward_fn, interleave, train_step_fn  # noqa: E402
+from measure import (LMUnderTest, emit, forward_fn, interleave, peak_memory_of, peak_train_memory_mb,  # noqa: E402
+                     train_step_fn)
 
 from xlstmkit.interop import hf  # noqa: E402
 
@@ -50,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--peak-memory", metavar="NAME", help=argparse.SUPPRESS)  # internal: one model, fresh process
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -61,6 +63,10 @@ def main() -> None:
         LMUnderTest("xlstmkit xLSTMLarge", ours, logits=ours),
         LMUnderTest("transformers Llama", llama, logits=lambda ids: llama(ids, use_cache=False).logits),
     ]
+    if args.peak_memory:
+        lm = next(lm for lm in lms if lm.name == args.peak_memory)
+        emit(peak_mb=peak_train_memory_mb(lm, 8, 256, V))
+        return
     emit(suite="hf", what="params", **{lm.name: lm.params for lm in lms})
 
     for B, T in ((8, 256), (1, 2048 if not args.quick else 512)):
@@ -106,15 +112,9 @@ def main() -> None:
     t = interleave({lm.name: prefill(lm.name) for lm in lms}, repeats=1)
     emit(suite="hf", what=f"prefill B=1 T={prompt_len}", unit="tokens/s", **{k: prompt_len / v for k, v in t.items()})
 
-    for lm in lms:
-        step = train_step_fn(lm, 8, 256, V)
-        try:
-            step()
-            with PeakRSS() as mem:
-                step()
-            emit(suite="hf", what="peak RSS train B=8 T=256", unit="MB", **{lm.name: mem.delta_mb})
-        except Exception as exc:  # noqa: BLE001
-            emit(suite="hf", what="peak RSS train B=8 T=256", unit="error", **{lm.name: type(exc).__name__})
+    extra = [*(["--quick"] if args.quick else []), *(["--threads", str(args.threads)] if args.threads else [])]
+    emit(suite="hf", what="peak memory train B=8 T=256", unit="MB",
+         **{lm.name: peak_memory_of(__file__, lm.name, *extra) for lm in lms})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import LMUnderTest, PeakRSS, emit, forward_fn, interleave, train_step_fn  # noqa: E402
+from measure import (LMUnderTest, emit, forward_fn, interleave, peak_memory_of, peak_train_memory_mb,  # noqa: E402
+                     train_step_fn)
 
 from xlstmkit.interop.official import from_official  # noqa: E402
 
@@ -43,6 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repeats and shorter sequences (a smoke run)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--peak-memory", metavar="NAME", help=argparse.SUPPRESS)  # internal: one model, fresh process
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,7 +56,11 @@ def main() -> None:
     ours_model = from_official(off)
     official = LMUnderTest("official xlstm", off, logits=off)
     ours = LMUnderTest("xlstmkit", ours_model, logits=ours_model)
-    emit(suite="official", what="params", official=official.params, xlstmkit=ours.params)
+    if args.peak_memory:
+        lm = official if args.peak_memory == official.name else ours
+        emit(peak_mb=peak_train_memory_mb(lm, 1, long_T, V))
+        return
+    emit(suite="official", what="params", **{official.name: official.params, ours.name: ours.params})
 
     # training: B=8, T=256 and B=1, T=long_T
     for B, T in ((8, 256), (1, long_T)):
@@ -121,13 +127,10 @@ def main() -> None:
                     "official stepwise": official_stepwise}, repeats=1, warmup=0)
     emit(suite="official", what=f"prompt of {prompt_len} tokens", unit="seconds", **t)
 
-    # peak memory of one training step at B=1, T=long_T
-    for lm in (official, ours):
-        step = train_step_fn(lm, 1, long_T, V)
-        step()
-        with PeakRSS() as mem:
-            step()
-        emit(suite="official", what=f"peak RSS train B=1 T={long_T}", unit="MB", **{lm.name: mem.delta_mb})
+    # peak memory of one training step, each model in a fresh process
+    extra = [*(["--quick"] if args.quick else []), *(["--threads", str(args.threads)] if args.threads else [])]
+    emit(suite="official", what=f"peak memory train B=1 T={long_T}", unit="MB",
+         **{lm.name: peak_memory_of(__file__, lm.name, *extra) for lm in (official, ours)})
 
 
 if __name__ == "__main__":
