@@ -39,8 +39,29 @@ def parse_block_pattern(pattern: str, num_blocks: int) -> tuple[int, ...]:
     return tuple(int((j + 0.5) * num_blocks / n_s) for j in range(n_s))
 
 
+class FrozenConfig:
+    """Serialisation for the frozen, validated config dataclasses (model and training configs alike)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict (derived sizes are properties and are not included)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of `to_dict`; an unknown key is an error that lists the known ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any):
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class xLSTMConfig:
+class xLSTMConfig(FrozenConfig):
     """The xLSTM language model of the NeurIPS paper: mLSTM blocks (pre up-projection) and sLSTM blocks (post
     up-projection with a gated GeLU feed-forward), residual, pre-LayerNorm.
 
@@ -169,25 +190,3 @@ class xLSTMConfig:
     @property
     def ffn_dim(self) -> int:
         return round_up(self.ffn_proj_factor * self.embedding_dim, self.round_up_to)
-
-    # -- serialisation ---------------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if isinstance(d["slstm_at"], tuple):
-            d["slstm_at"] = list(d["slstm_at"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> xLSTMConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown xLSTMConfig fields {unknown}; known fields: {sorted(names)}")
-        d = dict(d)
-        if isinstance(d.get("slstm_at"), list):
-            d["slstm_at"] = tuple(d["slstm_at"])
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> xLSTMConfig:
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)

@@ -27,7 +27,6 @@ factor, which only matters when exchanging states with a transformers `xLSTMCach
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from xlstmkit.config import FrozenConfig
 from xlstmkit.generation import GenerationMixin
 from xlstmkit.ops.mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
 
@@ -57,7 +57,7 @@ def round_up_like_transformers(x: float, multiple_of: int) -> int:
 
 
 @dataclass(frozen=True)
-class xLSTMLargeConfig:
+class xLSTMLargeConfig(FrozenConfig):
     """Sizes and numerics of an xLSTM-Large model; defaults are xLSTM-7B. Field names follow transformers'
     `xLSTMConfig` (`embedding_dim` = its `hidden_size`, `num_blocks` = its `num_hidden_layers`).
 
@@ -137,24 +137,6 @@ class xLSTMLargeConfig:
     def ffn_dim(self) -> int:
         """SwiGLU up-projection width: E * ffn_proj_factor rounded up to `ffn_round_up_to_multiple_of`."""
         return round_up_like_transformers(self.embedding_dim * self.ffn_proj_factor, self.ffn_round_up_to_multiple_of)
-
-    # -- (de)serialisation ---------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of the fields (not the derived sizes)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> xLSTMLargeConfig:
-        """Inverse of `to_dict`; unknown keys are an error (use `xlstmkit.interop.hf` for transformers configs)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown xLSTMLargeConfig fields: {unknown}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> xLSTMLargeConfig:
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from ..config import FrozenConfig
+
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -68,7 +70,7 @@ def parse_duration(value: Any) -> float | None:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(FrozenConfig):
     """Everything about a training run except the model's architecture. Validated once, at construction."""
 
     # data
@@ -172,19 +174,6 @@ class TrainConfig:
     def decay_steps(self) -> int:
         return self.lr_decay_steps or self.total_steps
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown training fields {unknown}; known: {sorted(names)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
 
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
