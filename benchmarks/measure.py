@@ -7,6 +7,7 @@ machine; `interleave` alternates them repeat by repeat so that noise hits both a
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -20,6 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+
+def suite_args() -> argparse.Namespace:
+    """The options every suite script takes (and applies: the thread count)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and shorter sequences (a smoke run)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--peak-memory", metavar="NAME", help=argparse.SUPPRESS)  # internal: one model, fresh process
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.forward = [*(["--quick"] if args.quick else []), *(["--threads", str(args.threads)] if args.threads else [])]
+    return args
 
 
 def emit(**row) -> None:

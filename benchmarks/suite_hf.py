@@ -13,7 +13,6 @@ import sys
 
 sys.modules["xlstm"] = None  # transformers then takes its native (CPU) code path, as on a machine without xlstm
 
-import argparse  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -21,7 +20,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from measure import (LMUnderTest, emit, forward_fn, interleave, peak_memory_of, peak_train_memory_mb,  # noqa: E402
-                     train_step_fn)
+                     suite_args, train_step_fn)
 
 from xlstmkit.interop import hf  # noqa: E402
 
@@ -48,13 +47,7 @@ def build(mode: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--peak-memory", metavar="NAME", help=argparse.SUPPRESS)  # internal: one model, fresh process
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = suite_args()
     rep = 1 if args.quick else 3
     prompt_len = 512 if args.quick else 4096
     theirs, ours, llama, _ = build(mode="inference")
@@ -112,9 +105,8 @@ def main() -> None:
     t = interleave({lm.name: prefill(lm.name) for lm in lms}, repeats=1)
     emit(suite="hf", what=f"prefill B=1 T={prompt_len}", unit="tokens/s", **{k: prompt_len / v for k, v in t.items()})
 
-    extra = [*(["--quick"] if args.quick else []), *(["--threads", str(args.threads)] if args.threads else [])]
     emit(suite="hf", what="peak memory train B=8 T=256", unit="MB",
-         **{lm.name: peak_memory_of(__file__, lm.name, *extra) for lm in lms})
+         **{lm.name: peak_memory_of(__file__, lm.name, *args.forward) for lm in lms})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Model (issue 5's reference): d = 256, 6 blocks, one sLSTM block (vanilla backend
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from measure import (LMUnderTest, emit, forward_fn, interleave, peak_memory_of, peak_train_memory_mb,  # noqa: E402
-                     train_step_fn)
+                     suite_args, train_step_fn)
 
 from xlstmkit.interop.official import from_official  # noqa: E402
 
@@ -41,13 +40,7 @@ def official_model(context_length: int, slstm: bool = True):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer repeats and shorter sequences (a smoke run)")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--peak-memory", metavar="NAME", help=argparse.SUPPRESS)  # internal: one model, fresh process
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = suite_args()
     rep = 1 if args.quick else 3
     prompt_len = 512 if args.quick else 4096
     long_T = 512 if args.quick else 2048
@@ -128,9 +121,8 @@ def main() -> None:
     emit(suite="official", what=f"prompt of {prompt_len} tokens", unit="seconds", **t)
 
     # peak memory of one training step, each model in a fresh process
-    extra = [*(["--quick"] if args.quick else []), *(["--threads", str(args.threads)] if args.threads else [])]
     emit(suite="official", what=f"peak memory train B=1 T={long_T}", unit="MB",
-         **{lm.name: peak_memory_of(__file__, lm.name, *extra) for lm in (official, ours)})
+         **{lm.name: peak_memory_of(__file__, lm.name, *args.forward) for lm in (official, ours)})
 
 
 if __name__ == "__main__":
