@@ -27,6 +27,8 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import xLSTMConfig, xLSTMForCausalLM  # noqa: E402
 from transformers.models.xlstm import modeling_xlstm  # noqa: E402
 
+from conftest import perturb_xlstm_large_  # noqa: E402  (tests/ is this script's folder)
+
 assert not modeling_xlstm.external_xlstm, "transformers picked up the xlstm package"
 torch.set_num_threads(1)
 
@@ -41,15 +43,7 @@ def make(job: dict) -> None:
     torch.manual_seed(job["seed"])
     config = xLSTMConfig(**job["config"])
     model = xLSTMForCausalLM(config).eval()
-    for name, p in model.named_parameters():
-        if name.endswith("fgate_preact.bias"):
-            p.uniform_(-2.0, 6.0)
-        elif name.endswith("igate_preact.bias"):
-            p.uniform_(-6.0, 2.0)
-        elif p.dim() == 1:
-            p.add_(0.2 * torch.randn_like(p))
-        else:
-            p.normal_(0.0, 1.5 / p.shape[1] ** 0.5)  # larger than init, so gates and FFN shape the output
+    perturb_xlstm_large_(model)
     model.save_pretrained(job["dir"])
     out = {}
     for L, ids in inputs(config.vocab_size, job["lengths"], job["seed"] + 1).items():

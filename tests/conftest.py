@@ -142,3 +142,18 @@ def _assert_close_fixture():
 @pytest.fixture(scope="session", name="assert_finite")
 def _assert_finite_fixture():
     return assert_finite
+
+
+@torch.no_grad()
+def perturb_xlstm_large_(model: torch.nn.Module) -> None:
+    """Move an xLSTM-7B-layout model (ours or transformers', same parameter names) far from its initialisation, so
+    every gate, norm and projection shapes the output. Draws from torch's global generator: seed it before."""
+    for name, p in model.named_parameters():
+        if name.endswith("fgate_preact.bias"):
+            p.uniform_(-2.0, 6.0)
+        elif name.endswith("igate_preact.bias"):
+            p.uniform_(-6.0, 2.0)
+        elif p.dim() == 1:
+            p.add_(0.2 * torch.randn_like(p))
+        else:
+            p.normal_(0.0, 1.5 / p.shape[1] ** 0.5)  # larger than init, so gates and FFN shape the output

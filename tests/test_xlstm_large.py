@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import perturb_xlstm_large_
 
 from xlstmkit.models.xlstm_large import xLSTMLarge, xLSTMLargeConfig
 from xlstmkit.ops.mlstm import MLSTMState
@@ -28,16 +29,7 @@ def randomised(config: xLSTMLargeConfig, seed: int = 0) -> xLSTMLarge:
     """A model whose gates and norms are far from their init, so every part of the block shapes the output."""
     torch.manual_seed(seed)
     model = xLSTMLarge(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("fgate_preact.bias"):
-                p.uniform_(-2.0, 6.0)
-            elif name.endswith("igate_preact.bias"):
-                p.uniform_(-6.0, 2.0)
-            elif p.dim() == 1:
-                p.add_(0.2 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 1.5 / p.shape[1] ** 0.5)
+    perturb_xlstm_large_(model)
     return model
 
 
