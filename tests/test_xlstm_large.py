@@ -216,3 +216,109 @@ def test_zero_state_is_the_default():
     ids = torch.randint(0, 61, (2, 20))
     with torch.no_grad():
         assert torch.allclose(model(ids), model(ids, state=model.zero_state(2)), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# decode_step: the fused single-token path used by generate
+
+
+def _decode_reference(model, ids, split):
+    """Logits and state of feeding ids[:, split:] one token at a time through `forward` (recurrent form)."""
+    with torch.no_grad():
+        _, state = model(ids[:, :split], return_state=True)
+        out = []
+        for t in range(split, ids.shape[1]):
+            logits, state = model(ids[:, t:t + 1], state=state, return_state=True, mlstm_form="recurrent")
+            out.append(logits[:, 0])
+    return torch.stack(out, 1), state
+
+
+@pytest.mark.parametrize("changes", [dict(), dict(use_bias=True), dict(gate_soft_cap=None, output_logit_soft_cap=None),
+                                     dict(add_out_norm=False, num_heads=4)])
+def test_fused_decode_step_agrees_with_the_sequence_forward_in_float64(changes):
+    # norms in float64 too (the default reduces them in float32), so that the comparison is at float64 precision
+    model = randomised(tiny(norm_reduction_force_float32=False, **changes), seed=6).double()
+    if changes.get("use_bias"):
+        with torch.no_grad():  # norms with a bias: folded into the fused projections
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.add_(0.3 * torch.randn_like(p))
+    ids = torch.randint(0, 61, (3, 14))
+    ref, ref_state = _decode_reference(model, ids, 5)
+    with torch.no_grad():
+        _, state = model(ids[:, :5], return_state=True)
+        before = [t.clone() for st in state for t in st]
+        out = []
+        first = state
+        for t in range(5, 14):
+            logits, state = model.decode_step(ids[:, t], state)
+            out.append(logits)
+    assert model.__dict__.get("_decode_cache") is not None  # the fused path ran, not the fallback
+    assert all(torch.equal(a, b) for a, b in zip(before, (t for st in first for t in st)))  # input state untouched
+    got = torch.stack(out, 1)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
+    for s1, s2 in zip(state, ref_state):
+        for x, y in zip(s1, s2):
+            assert x.dtype == torch.float64 and torch.allclose(x, y, atol=1e-10, rtol=1e-9)
+
+
+def test_decode_step_from_no_state_and_its_state_continues_the_forward():
+    model = randomised(tiny(), seed=7).double()
+    ids = torch.randint(0, 61, (2, 6))
+    with torch.no_grad():
+        logits, state = model.decode_step(ids[:, 0])
+        ref, ref_state = model(ids[:, :1], return_state=True)
+        assert torch.allclose(logits, ref[:, 0], atol=1e-6)
+        for _ in range(2):
+            logits, state = model.decode_step(ids[:, 1], state)
+        # the (view) state the fused path returns is a valid state for forward
+        a = model(ids[:, 2:], state=state)
+        _, st = model(ids[:, :1], return_state=True)
+        _, st = model(torch.stack([ids[:, 1], ids[:, 1]], 1), state=st, return_state=True)
+        b = model(ids[:, 2:], state=st)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fused_decode_weights_follow_optimizer_steps():
+    """The cached fused weights must not go stale: after each optimiser step decode_step sees the new weights."""
+    model = randomised(tiny(), seed=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ids = torch.randint(0, 61, (2, 8))
+    for _ in range(2):
+        model.train()
+        model(ids).logsumexp(-1).mean().backward()
+        opt.step()
+        opt.zero_grad()
+        model.eval()
+        ref, _ = _decode_reference(model, ids, 7)
+        with torch.no_grad():
+            _, state = model(ids[:, :7], return_state=True)
+            logits, _ = model.decode_step(ids[:, 7], state)
+        assert torch.allclose(logits, ref[:, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_fused_decode_weights_follow_load_state_dict_and_replaced_parameters():
+    model, other = randomised(tiny(), seed=9), randomised(tiny(), seed=10)
+    ids = torch.randint(0, 61, (2, 4))
+
+    def step(m):
+        with torch.no_grad():
+            return m.decode_step(ids[:, 3], m(ids[:, :3], return_state=True)[1])[0]
+
+    step(model)  # builds the cache
+    model.load_state_dict(other.state_dict())
+    assert torch.allclose(step(model), step(other), atol=1e-5)
+    model.blocks[0].ffn.proj_up.weight = torch.nn.Parameter(model.blocks[0].ffn.proj_up.weight * 2)
+    assert torch.allclose(step(model), _decode_reference(model, ids, 3)[0][:, 0], atol=1e-5)
+    with torch.no_grad():  # `.data` changes are invisible to torch: clear_decode_cache is the documented remedy
+        model.lm_head.weight.data.mul_(3)
+    model.clear_decode_cache()
+    assert torch.allclose(step(model), _decode_reference(model, ids, 3)[0][:, 0], atol=1e-5)
+
+
+def test_decode_step_keeps_autograd_through_the_fallback():
+    model = randomised(tiny(), seed=11)
+    logits, state = model.decode_step(torch.tensor([1, 2]))
+    logits.sum().backward()
+    assert model.blocks[0].mlstm_layer.q.weight.grad is not None

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -249,6 +249,157 @@ class mLSTMBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# token-by-token decoding: the same function as the recurrent form, in few large operations
+
+
+class _DecodeBlock(NamedTuple):
+    """One block's weights rearranged for `xLSTMLarge.decode_step` (transposed to (in, out), float, contiguous).
+
+    w_in (E, P) maps the *un-weighted* RMS-normalised input x * rsqrt(sum(x^2) + E eps) (note: sum, not mean) to
+    every per-token quantity of the mLSTM layer at once; the columns are
+        [q (NH*DQK) | k * DQK**-0.5 (NH*DQK) | per head (v (DV), 1) (NH*(DV+1)) | o~ (NH*DV) | f~/cap (NH) | i~/cap (NH)]
+    so that the RMSNorm weight and sqrt(E), the key scale and the gates' 1/cap are folded in, and the constant 1
+    after each head's value (from b_in, its weight column is 0) makes the normaliser n the last column of an
+    extended memory [C | n] (DQK, DV+1): one outer-product update and one matmul serve both C and n.
+    """
+
+    w_in: Tensor  # (E, P)
+    b_in: Tensor  # (P,)
+    w_out: Tensor  # (NH*DV, E): the head norm's weight folded in unless the head norm has a bias
+    b_out: Tensor | None  # (E,)
+    head_norm: tuple[Tensor, Tensor] | None  # (weight, bias) (NH*DV,) when the head norm has a bias
+    w_up: Tensor  # (E, 2*D): [gate | up], the FFN RMSNorm weight and sqrt(E) folded in
+    b_up: Tensor | None  # (2*D,)
+    w_down: Tensor  # (D, E)
+    b_down: Tensor | None  # (E,)
+
+
+class _DecodeWeights(NamedTuple):
+    key: tuple  # (version, data_ptr) of every parameter the weights were built from
+    blocks: tuple[_DecodeBlock, ...]
+    w_head: Tensor  # (E, V): out norm weight, sqrt(E) and 1/cap folded in
+    scale: float  # sqrt(E) if the out norm is present (folded into w_head), else 1
+
+
+def _folded_norm(norm: RMSNorm | None, lin_weight: Tensor, lin_bias: Tensor | None,
+                 E: int) -> tuple[Tensor, Tensor | None]:
+    """(W diag(w) sqrt(E), W b + bias) for lin(norm(x)) = lin(x * rsqrt(sum x^2 + E eps) * sqrt(E) * w + b)."""
+    if norm is None:
+        return lin_weight, lin_bias
+    w = lin_weight * (norm.weight * math.sqrt(E))
+    bias = lin_bias
+    if norm.bias is not None:
+        extra = lin_weight @ norm.bias
+        bias = extra if bias is None else bias + extra
+    return w, bias
+
+
+@torch.no_grad()
+def _build_decode_block(block: mLSTMBlock, c: xLSTMLargeConfig) -> _DecodeBlock:
+    layer, ffn, E = block.mlstm_layer, block.ffn, c.embedding_dim
+    NH, DQK, DV = c.num_heads, c.qk_head_dim, c.v_head_dim
+    cap = 1.0 if c.gate_soft_cap is None else c.gate_soft_cap
+
+    def wb(lin: nn.Linear, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+        b = lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.weight.shape[0])
+        return lin.weight * scale, b * scale
+
+    wq, bq = wb(layer.q)
+    wk, bk = wb(layer.k, DQK**-0.5)
+    wv, bv = wb(layer.v)
+    # per head: DV value rows, then a zero row whose bias is 1
+    wv = torch.cat([wv.view(NH, DV, E), wv.new_zeros(NH, 1, E)], 1).view(NH * (DV + 1), E)
+    bv = torch.cat([bv.view(NH, DV), bv.new_ones(NH, 1)], 1).view(-1)
+    wo, bo = wb(layer.ogate_preact)
+    wf, bf = wb(layer.fgate_preact, 1.0 / cap)
+    wi, bi = wb(layer.igate_preact, 1.0 / cap)
+    w_in, b_in = _folded_norm(block.norm_mlstm, torch.cat([wq, wk, wv, wo, wf, wi]),
+                              torch.cat([bq, bk, bv, bo, bf, bi]), E)
+    hn = layer.multihead_norm
+    w_out = layer.out_proj.weight
+    head_norm = None
+    if hn.bias is None:
+        w_out = w_out * hn.weight
+    else:
+        head_norm = (hn.weight.clone(), hn.bias.clone())
+    up_b = None
+    if ffn.proj_up_gate.bias is not None:
+        up_b = torch.cat([ffn.proj_up_gate.bias, ffn.proj_up.bias])
+    w_up, b_up = _folded_norm(block.norm_ffn, torch.cat([ffn.proj_up_gate.weight, ffn.proj_up.weight]), up_b, E)
+
+    def t(w: Tensor | None) -> Tensor | None:
+        return None if w is None else w.t().contiguous()
+
+    return _DecodeBlock(t(w_in), b_in.contiguous(), t(w_out), layer.out_proj.bias, head_norm, t(w_up), b_up,
+                        t(ffn.proj_down.weight), ffn.proj_down.bias)
+
+
+def _decode_block(w: _DecodeBlock, c: xLSTMLargeConfig, x: Tensor, Cx: Tensor, m: Tensor) -> tuple[Tensor, Tensor,
+                                                                                                        Tensor]:
+    """One block for one token: x (B, E), extended memory Cx = [C | n] (B, NH, DQK, DV+1), m (B, NH) ->
+    new x, new Cx, new m. The recurrence is `mlstm_step`'s (stabilised, sigmoid forget gate)."""
+    B, E = x.shape
+    NH, DQK, DV = c.num_heads, c.qk_head_dim, c.v_head_dim
+    QK, VX = NH * DQK, NH * (DV + 1)
+    # RMSNorm (its weight and sqrt(E) are in w_in) and every projection in one matmul
+    s = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze_(-1).add_(E * c.norm_eps))  # (B, 1)
+    y = torch.addmm(w.b_in, x * s, w.w_in)  # (B, P)
+    q = y[:, :QK].view(B, NH, 1, DQK)
+    k = y[:, QK:2 * QK].view(B, NH, DQK, 1)
+    v = y[:, 2 * QK:2 * QK + VX].view(B, NH, 1, DV + 1)
+    o = y[:, 2 * QK + VX:-2 * NH]  # (B, NH*DV)
+    g = y[:, -2 * NH:]  # (B, 2*NH): f~/cap, i~/cap
+    g = g if c.gate_soft_cap is None else torch.tanh(g).mul_(c.gate_soft_cap)
+    i = g[:, NH:]
+    lm = F.logsigmoid(g[:, :NH]).add_(m)  # log f + m_prev
+    m_new = torch.maximum(lm, i)  # (B, NH)
+    # exp(log f + m_prev - m), exp(i - m), exp(-m) in one pass
+    e = torch.stack((lm, i, torch.zeros_like(i)), 1).sub_(m_new.unsqueeze(1)).exp_()  # (B, 3, NH)
+    Cx = Cx * e[:, 0, :, None, None]
+    Cx.addcmul_(k * e[:, 1, :, None, None], v)  # k exp(i - m) [v, 1]^T
+    hx = torch.matmul(q, Cx)  # (B, NH, 1, DV+1): [q^T C | q^T n]
+    den = torch.maximum(hx[..., DV:].abs(), e[:, 2, :, None, None]).add_(c.eps)
+    h = F.layer_norm(hx[..., :DV] / den, (DV,), eps=c.norm_eps).view(B, NH * DV)
+    if w.head_norm is not None:
+        h = torch.addcmul(w.head_norm[1], h, w.head_norm[0])
+    x = torch.addmm(x, torch.sigmoid(o).mul_(h), w.w_out)
+    if w.b_out is not None:
+        x = x + w.b_out
+    # SwiGLU
+    s = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze_(-1).add_(E * c.norm_eps))
+    xs = x * s
+    u = torch.mm(xs, w.w_up) if w.b_up is None else torch.addmm(w.b_up, xs, w.w_up)  # (B, 2*D)
+    D = u.shape[1] // 2
+    x = torch.addmm(x, F.silu(u[:, :D]).mul_(u[:, D:]), w.w_down)
+    if w.b_down is not None:
+        x = x + w.b_down
+    return x, Cx, m_new
+
+
+# how many parameters have been (re)registered on any module in this process: a parameter replaced by assignment
+# (`layer.q.weight = nn.Parameter(...)`, `load_state_dict(assign=True)`) invalidates the decoding cache's list
+_PARAMETER_REGISTRATIONS = [0]
+
+
+def _count_registration(module: nn.Module, name: str, param: Tensor | None) -> None:
+    _PARAMETER_REGISTRATIONS[0] += 1
+
+
+torch.nn.modules.module.register_module_parameter_registration_hook(_count_registration)
+
+
+def _extended_memory(C: Tensor, n: Tensor, dtype: torch.dtype) -> Tensor:
+    """[C | n] (B, NH, DQK, DV+1): a view when C and n are the views `decode_step` returned, else a new tensor."""
+    B, NH, DQK, DV = C.shape
+    if C.dtype == n.dtype == dtype:
+        stride = (NH * DQK * (DV + 1), DQK * (DV + 1), DV + 1, 1)
+        if (C.stride() == stride and n.stride() == stride[:3]
+                and n.data_ptr() == C.data_ptr() + DV * C.element_size()):
+            return C.as_strided((B, NH, DQK, DV + 1), stride)
+    return torch.cat([C.to(dtype), n.to(dtype).unsqueeze(-1)], -1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # model
 
 
@@ -346,6 +497,92 @@ class xLSTMLarge(GenerationMixin, nn.Module):
             x = self.out_norm(x)
         logits = soft_cap(self.lm_head(x.to(self.lm_head.weight.dtype)).float(), c.output_logit_soft_cap)
         return (logits, tuple(new_states)) if return_state else logits
+
+    # -- token-by-token decoding ------------------------------------------------------------------------------------
+    #: Largest model (parameter bytes) for which `decode_step` keeps a fused copy of the weights; bigger models
+    #: decode through `forward` instead, so that a 7B model does not hold its weights twice.
+    decode_cache_max_bytes: int = 2 << 30
+
+    def _decode_weights(self) -> _DecodeWeights | None:
+        """The fused decoding weights, rebuilt whenever a parameter changed (in place: its version counter; or
+        replaced: its storage). Changes made through `param.data` bypass the version counter: call
+        `clear_decode_cache()` after those. None when the fast path does not apply (see `decode_step`)."""
+        params = self._decode_params
+        key = tuple([(p._version, p.data_ptr()) for p in params])
+        cache = self.__dict__.get("_decode_cache")
+        if cache is not None and cache.key == key:
+            return cache
+        dtype = params[0].dtype
+        if (dtype not in (torch.float32, torch.float64) or any(p.dtype != dtype for p in params)
+                or sum(p.numel() for p in params) * params[0].element_size() > self.decode_cache_max_bytes):
+            return None
+        c = self.config
+        with torch.no_grad(), torch.inference_mode(False):
+            blocks = tuple(_build_decode_block(b, c) for b in self.blocks)
+            cap = 1.0 if c.output_logit_soft_cap is None else c.output_logit_soft_cap
+            w_head, _ = _folded_norm(self.out_norm, self.lm_head.weight / cap, None, c.embedding_dim)
+            cache = _DecodeWeights(key, blocks, w_head.t().contiguous(), 1.0)
+        self.__dict__["_decode_cache"] = cache
+        return cache
+
+    @property
+    def _decode_params(self) -> list[Tensor]:
+        """list(self.parameters()), kept until any module anywhere registers a parameter (listing them costs more
+        than a decoding step's arithmetic on small models)."""
+        entry = self.__dict__.get("_decode_param_list")
+        if entry is None or entry[0] != _PARAMETER_REGISTRATIONS[0]:
+            entry = self.__dict__["_decode_param_list"] = (_PARAMETER_REGISTRATIONS[0], list(self.parameters()))
+        return entry[1]
+
+    def clear_decode_cache(self) -> None:
+        """Drop the fused decoding weights (rebuilt on the next `decode_step`). Needed only after changing
+        parameters through `.data`, which torch does not track; optimiser steps, `load_state_dict`, `.to()` and
+        in-place updates under `torch.no_grad()` are detected."""
+        self.__dict__.pop("_decode_cache", None)
+        self.__dict__.pop("_decode_param_list", None)
+
+    def decode_step(self, tokens: Tensor, state: Sequence[MLSTMState] | None = None
+                    ) -> tuple[Tensor, tuple[MLSTMState, ...]]:
+        """One token per row, tokens (B,) -> logits (B, V) in float32, new state: the numbers of
+        `forward(tokens[:, None], state, return_state=True, mlstm_form="recurrent")` (to rounding), without the
+        input checks and the sequence axis. Generation's hot path (`stream` calls it once per token).
+
+        Without autograd (under `torch.no_grad()` / `inference_mode`, as `generate` runs) and with float32 or float64
+        weights, it runs on a fused copy of the weights (one matmul for all of an mLSTM layer's projections, one for
+        the FFN's two up-projections, norms, key scale and gate caps folded in), cached and rebuilt when the
+        parameters change; the memory C and normaliser n live side by side in one buffer (the returned C and n are
+        views into it). The input state is not modified. Otherwise (autograd, bf16, autocast, very large models)
+        it calls `forward`.
+        """
+        c = self.config
+        fused = None
+        if not (torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
+                or torch.is_autocast_enabled(tokens.device.type)):
+            fused = self._decode_weights()
+        if fused is None:
+            logits, new_state = self(tokens[:, None], state=state, return_state=True, mlstm_form="recurrent")
+            return logits[:, 0], new_state
+        x = F.embedding(tokens, self.embedding.weight)  # (B, E)
+        B = x.shape[0]
+        NH, DQK, DV = c.num_heads, c.qk_head_dim, c.v_head_dim
+        new_states = []
+        for b, w in enumerate(fused.blocks):
+            if state is None:
+                Cx = x.new_zeros(B, NH, DQK, DV + 1)
+                m = x.new_zeros(B, NH)
+            else:
+                C, n, m = state[b]
+                Cx = _extended_memory(C, n, x.dtype)
+                m = m.to(x.dtype)
+            x, Cx, m = _decode_block(w, c, x, Cx, m)
+            new_states.append(MLSTMState(Cx[..., :DV], Cx[..., DV], m))
+        E = c.embedding_dim
+        if self.out_norm is not None:
+            x = x * torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze_(-1).add_(E * c.norm_eps))
+        logits = torch.mm(x, fused.w_head).float()  # (B, V)
+        if c.output_logit_soft_cap is not None:
+            logits = torch.tanh(logits).mul_(c.output_logit_soft_cap)
+        return logits, tuple(new_states)
 
     def zero_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[MLSTMState, ...]:
         """The empty state (all zeros) for `batch_size` sequences: what `state=None` means."""
