@@ -159,7 +159,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (..., dim)
         xf = x.float() if self.force_float32 else x
-        y = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        # F.rms_norm: one fused pass forward and backward (the composite x * rsqrt(mean(x^2) + eps) takes several)
+        y = F.rms_norm(xf, (xf.shape[-1],), None, self.eps).to(x.dtype) * self.weight
         return y if self.bias is None else y + self.bias
 
 
@@ -175,10 +176,19 @@ class MultiHeadLayerNorm(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:  # (B, S, NH, DV) -> (B, S, NH * DV)
         hf = h.float() if self.force_float32 else h
-        mean = hf.mean(-1, keepdim=True)
-        var = hf.var(-1, keepdim=True, unbiased=False)
-        y = ((hf - mean) * torch.rsqrt(var + self.eps)).to(h.dtype).flatten(-2) * self.weight
+        # F.layer_norm over each head without an affine part (fused; torch.var alone is several times slower)
+        y = F.layer_norm(hf, (self.head_dim,), None, None, self.eps).to(h.dtype).flatten(-2) * self.weight
         return y if self.bias is None else y + self.bias
+
+
+def fused_linear(x: Tensor, linears: Sequence[nn.Linear]) -> Tensor:
+    """torch.cat([lin(x) for lin in linears], -1) as one matmul on the concatenated weights (same parameters and
+    gradients; one pass over x and one input-gradient matmul instead of one per layer)."""
+    weight = torch.cat([lin.weight for lin in linears])
+    if all(lin.bias is None for lin in linears):
+        return F.linear(x, weight)
+    bias = torch.cat([lin.weight.new_zeros(lin.out_features) if lin.bias is None else lin.bias for lin in linears])
+    return F.linear(x, weight, bias)
 
 
 class mLSTMLayer(nn.Module):
@@ -204,16 +214,20 @@ class mLSTMLayer(nn.Module):
         c = self.config
         B, S, _ = x.shape  # (B, S, E)
         NH = c.num_heads
-        q = self.q(x).view(B, S, NH, c.qk_head_dim).transpose(1, 2)  # (B, NH, S, DQK)
-        k = self.k(x).view(B, S, NH, c.qk_head_dim).transpose(1, 2)
-        v = self.v(x).view(B, S, NH, c.v_head_dim).transpose(1, 2)  # (B, NH, S, DV)
-        i = soft_cap(self.igate_preact(x), c.gate_soft_cap).transpose(1, 2)  # (B, NH, S)
-        f = soft_cap(self.fgate_preact(x), c.gate_soft_cap).transpose(1, 2)
+        y = fused_linear(x, (self.q, self.k, self.v, self.ogate_preact, self.igate_preact, self.fgate_preact))
+        # split, not slicing: its backward concatenates the pieces' gradients (slices' backward zero-fills y-sized
+        # buffers, one per slice)
+        q, k, v, o, gates = y.split([c.qk_dim, c.qk_dim, c.v_dim, c.v_dim, 2 * NH], -1)  # o: (B, S, NH * DV)
+        q = q.view(B, S, NH, c.qk_head_dim).transpose(1, 2)  # (B, NH, S, DQK)
+        k = k.view(B, S, NH, c.qk_head_dim).transpose(1, 2)
+        v = v.view(B, S, NH, c.v_head_dim).transpose(1, 2)  # (B, NH, S, DV)
+        gates = soft_cap(gates, c.gate_soft_cap).transpose(1, 2)  # (B, 2 * NH, S)
+        i, f = gates[:, :NH], gates[:, NH:]  # (B, NH, S)
         kwargs: dict[str, Any] = {"chunk_size": c.chunk_size} if form == "chunkwise" else {}
         out = FORMS[form](q, k, v, i, f, initial_state=state, return_state=return_state, eps=c.eps, **kwargs)
         h, new_state = out if return_state else (out, None)
         h = self.multihead_norm(h.transpose(1, 2))  # (B, S, NH * DV)
-        return self.out_proj(torch.sigmoid(self.ogate_preact(x)) * h), new_state
+        return self.out_proj(torch.sigmoid(o) * h), new_state
 
 
 class FeedForward(nn.Module):
@@ -227,7 +241,9 @@ class FeedForward(nn.Module):
         self.proj_down = nn.Linear(D, E, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, S, E)
-        return self.proj_down(F.silu(self.proj_up_gate(x)) * self.proj_up(x))
+        u = fused_linear(x, (self.proj_up_gate, self.proj_up))  # (B, S, 2 * D)
+        gate, up = u.chunk(2, -1)
+        return self.proj_down(F.silu(gate) * up)
 
 
 class mLSTMBlock(nn.Module):
@@ -597,4 +613,4 @@ class xLSTMLarge(GenerationMixin, nn.Module):
 
 
 __all__ = ["xLSTMLargeConfig", "xLSTMLarge", "RMSNorm", "MultiHeadLayerNorm", "mLSTMLayer", "FeedForward",
-           "mLSTMBlock", "soft_cap", "round_up_like_transformers"]
+           "mLSTMBlock", "soft_cap", "round_up_like_transformers", "fused_linear"]
