@@ -294,7 +294,7 @@ class _DecodeWeights(NamedTuple):
     key: tuple  # (version, data_ptr) of every parameter the weights were built from
     blocks: tuple[_DecodeBlock, ...]
     w_head: Tensor  # (E, V): out norm weight, sqrt(E) and 1/cap folded in
-    scale: float  # sqrt(E) if the out norm is present (folded into w_head), else 1
+    root_eps: Tensor  # sqrt(E * norm_eps), 0-dim
 
 
 def _folded_norm(norm: RMSNorm | None, lin_weight: Tensor, lin_bias: Tensor | None,
@@ -350,43 +350,42 @@ def _build_decode_block(block: mLSTMBlock, c: xLSTMLargeConfig) -> _DecodeBlock:
                         t(ffn.proj_down.weight), ffn.proj_down.bias)
 
 
-def _decode_block(w: _DecodeBlock, c: xLSTMLargeConfig, x: Tensor, Cx: Tensor, m: Tensor) -> tuple[Tensor, Tensor,
-                                                                                                        Tensor]:
+def _rms_scaled(x: Tensor, root_eps: Tensor) -> Tensor:
+    """x / sqrt(sum(x^2) + E eps) (B, E): RMSNorm without its weight and without the factor sqrt(E), both folded
+    into the next matmul's weights; hypot(|x|, sqrt(E eps)) is the denominator in one operation."""
+    return x / torch.hypot(torch.linalg.vector_norm(x, dim=-1, keepdim=True), root_eps)
+
+
+def _decode_block(w: _DecodeBlock, c: xLSTMLargeConfig, x: Tensor, Cx: Tensor, m: Tensor,
+                  root_eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """One block for one token: x (B, E), extended memory Cx = [C | n] (B, NH, DQK, DV+1), m (B, NH) ->
     new x, new Cx, new m. The recurrence is `mlstm_step`'s (stabilised, sigmoid forget gate)."""
-    B, E = x.shape
+    B = x.shape[0]
     NH, DQK, DV = c.num_heads, c.qk_head_dim, c.v_head_dim
-    QK, VX = NH * DQK, NH * (DV + 1)
     # RMSNorm (its weight and sqrt(E) are in w_in) and every projection in one matmul
-    s = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze_(-1).add_(E * c.norm_eps))  # (B, 1)
-    y = torch.addmm(w.b_in, x * s, w.w_in)  # (B, P)
-    q = y[:, :QK].view(B, NH, 1, DQK)
-    k = y[:, QK:2 * QK].view(B, NH, DQK, 1)
-    v = y[:, 2 * QK:2 * QK + VX].view(B, NH, 1, DV + 1)
-    o = y[:, 2 * QK + VX:-2 * NH]  # (B, NH*DV)
-    g = y[:, -2 * NH:]  # (B, 2*NH): f~/cap, i~/cap
-    g = g if c.gate_soft_cap is None else torch.tanh(g).mul_(c.gate_soft_cap)
-    i = g[:, NH:]
-    lm = F.logsigmoid(g[:, :NH]).add_(m)  # log f + m_prev
+    y = torch.addmm(w.b_in, _rms_scaled(x, root_eps), w.w_in)  # (B, P)
+    q, k, v, o, g = y.split([NH * DQK, NH * DQK, NH * (DV + 1), NH * DV, 2 * NH], 1)  # o: (B, NH*DV)
+    if c.gate_soft_cap is not None:
+        g = torch.tanh(g).mul_(c.gate_soft_cap)
+    f, i = g.split(NH, 1)  # (B, NH) each
+    lm = F.logsigmoid(f).add_(m)  # log f + m_prev
     m_new = torch.maximum(lm, i)  # (B, NH)
-    # exp(log f + m_prev - m), exp(i - m), exp(-m) in one pass
-    e = torch.stack((lm, i, torch.zeros_like(i)), 1).sub_(m_new.unsqueeze(1)).exp_()  # (B, 3, NH)
-    Cx = Cx * e[:, 0, :, None, None]
-    Cx.addcmul_(k * e[:, 1, :, None, None], v)  # k exp(i - m) [v, 1]^T
-    hx = torch.matmul(q, Cx)  # (B, NH, 1, DV+1): [q^T C | q^T n]
-    den = torch.maximum(hx[..., DV:].abs(), e[:, 2, :, None, None]).add_(c.eps)
-    h = F.layer_norm(hx[..., :DV] / den, (DV,), eps=c.norm_eps).view(B, NH * DV)
+    # exp(log f + m_prev - m), exp(i - m), exp(-m) in one pass, each (B, NH, 1, 1)
+    fp, ip, thr = torch.stack((lm, i, torch.zeros_like(i))).sub_(m_new).exp_().view(3, B, NH, 1, 1).unbind(0)
+    Cx = Cx * fp
+    Cx.addcmul_(k.view(B, NH, DQK, 1) * ip, v.view(B, NH, 1, DV + 1))  # k exp(i - m) [v, 1]^T
+    num, qn = torch.matmul(q.view(B, NH, 1, DQK), Cx).split(DV, -1)  # (B, NH, 1, DV), (B, NH, 1, 1)
+    h = F.layer_norm(num / torch.maximum(qn.abs(), thr).add_(c.eps), (DV,), eps=c.norm_eps).view(B, NH * DV)
     if w.head_norm is not None:
         h = torch.addcmul(w.head_norm[1], h, w.head_norm[0])
     x = torch.addmm(x, torch.sigmoid(o).mul_(h), w.w_out)
     if w.b_out is not None:
         x = x + w.b_out
     # SwiGLU
-    s = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze_(-1).add_(E * c.norm_eps))
-    xs = x * s
+    xs = _rms_scaled(x, root_eps)
     u = torch.mm(xs, w.w_up) if w.b_up is None else torch.addmm(w.b_up, xs, w.w_up)  # (B, 2*D)
-    D = u.shape[1] // 2
-    x = torch.addmm(x, F.silu(u[:, :D]).mul_(u[:, D:]), w.w_down)
+    gate, up = u.chunk(2, 1)
+    x = torch.addmm(x, F.silu(gate).mul_(up), w.w_down)
     if w.b_down is not None:
         x = x + w.b_down
     return x, Cx, m_new
@@ -537,7 +536,9 @@ class xLSTMLarge(GenerationMixin, nn.Module):
             blocks = tuple(_build_decode_block(b, c) for b in self.blocks)
             cap = 1.0 if c.output_logit_soft_cap is None else c.output_logit_soft_cap
             w_head, _ = _folded_norm(self.out_norm, self.lm_head.weight / cap, None, c.embedding_dim)
-            cache = _DecodeWeights(key, blocks, w_head.t().contiguous(), 1.0)
+            root_eps = torch.tensor(math.sqrt(c.embedding_dim * c.norm_eps), dtype=dtype,
+                                    device=self.lm_head.weight.device)
+            cache = _DecodeWeights(key, blocks, w_head.t().contiguous(), root_eps)
         self.__dict__["_decode_cache"] = cache
         return cache
 
@@ -590,11 +591,10 @@ class xLSTMLarge(GenerationMixin, nn.Module):
                 C, n, m = state[b]
                 Cx = _extended_memory(C, n, x.dtype)
                 m = m.to(x.dtype)
-            x, Cx, m = _decode_block(w, c, x, Cx, m)
+            x, Cx, m = _decode_block(w, c, x, Cx, m, fused.root_eps)
             new_states.append(MLSTMState(Cx[..., :DV], Cx[..., DV], m))
-        E = c.embedding_dim
         if self.out_norm is not None:
-            x = x * torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze_(-1).add_(E * c.norm_eps))
+            x = _rms_scaled(x, fused.root_eps)
         logits = torch.mm(x, fused.w_head).float()  # (B, V)
         if c.output_logit_soft_cap is not None:
             logits = torch.tanh(logits).mul_(c.output_logit_soft_cap)
