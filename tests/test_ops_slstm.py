@@ -199,7 +199,8 @@ def test_default_initial_state_is_zero_state():
     h0 = slstm_sequence(gates, R)
     assert_close("zero state", h0, slstm_sequence(gates, R, initial_state=slstm_zero_state(2, 2, 4, dtype=F64)), 0, 0)
     h_step, _ = slstm_step(gates[:, 0], R)
-    assert_close("first step", h0[:, 0], h_step, 0, 0)
+    # the sequence may run the native loop (vectorised exp/tanh): equal to rounding, not bitwise
+    assert_close("first step", h0[:, 0], h_step, 1e-12, 1e-15)
 
 
 @settings(max_examples=15, deadline=None)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from . import native
 from .mlstm import ForgetGate, _autocast_off, log_forget, state_dtype
 
 
@@ -43,7 +44,9 @@ def slstm_zero_state(B: int, NH: int, DH: int, *, dtype=torch.float32, device=No
     return SLSTMState(z, z.clone(), z.clone(), z.clone())
 
 
-def _check(gates: Tensor, R: Tensor, step: bool) -> None:
+def _check(gates: Tensor, R: Tensor, step: bool, forget_gate: str) -> None:
+    if forget_gate not in ("sigmoid", "exp"):
+        raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {forget_gate!r}")
     for name, t in (("gates", gates), ("R", R)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -91,33 +94,68 @@ def slstm_pointwise(raw: Tensor, st: SLSTMState, forget_gate: ForgetGate) -> SLS
     return _gates_step(*raw.unbind(-2), st.c, st.n, st.m, forget_gate)
 
 
+def _forward_loop(gx: Tensor, R: Tensor, C: Tensor, N: Tensor, M: Tensor, H: Tensor, raws: Tensor,
+                  forget_gate: ForgetGate) -> None:
+    """The forward steps as PyTorch ops (layouts of _Sequence), filling C, N, M, H [1..S] and raws in place.
+
+    The step of _gates_step, written into preallocated per-step buffers with in-place and out= operations (no
+    autograd here): no allocation per step and no stacking at the end.
+    """
+    for t in range(gx.shape[0]):
+        raw = torch.baddbmm(gx[t], H[t], R, out=raws[t])  # (NH, B, 4 DH)
+        i_raw, f_raw, z_raw, o_raw = raw.chunk(4, dim=-1)
+        lm = log_forget(f_raw, forget_gate).add(M[t])  # log f + m (a new tensor)
+        m_new = torch.where(N[t] == 0, i_raw, torch.maximum(lm, i_raw), out=M[t + 1])
+        ip = torch.sub(i_raw, m_new).exp_()
+        fp = lm.sub_(m_new).clamp_(max=0.0).exp_()  # clamped: <= 0 except on an empty state (times zeros)
+        c = torch.mul(fp, C[t], out=C[t + 1]).addcmul_(ip, torch.tanh(z_raw))
+        n = torch.mul(fp, N[t], out=N[t + 1]).add_(ip)
+        torch.sigmoid(o_raw, out=H[t + 1]).mul_(c).div_(n)
+
+
+def _backward_loop(dH: Tensor | None, R: Tensor, f: dict[str, Tensor], C: Tensor, N: Tensor, dc: Tensor,
+                   dn: Tensor, dh_rec: Tensor, dgx: Tensor) -> Tensor:
+    """The carries of the backward as PyTorch ops: dc, dn updated in place, dgx filled; returns dh_rec at t = 0."""
+    Rt = R.transpose(1, 2)  # (NH, 4 DH, DH)
+    for t in range(dgx.shape[0] - 1, -1, -1):
+        dh = dh_rec if dH is None else dH[t] + dh_rec
+        dc.addcmul_(dh, f["h_over_c"][t])
+        dn.addcmul_(dh, f["h_over_n"][t], value=-1.0)
+        di, df, dz, do = dgx[t].chunk(4, dim=-1)  # (NH, B, DH) views
+        torch.mul(dc, f["z"][t], out=di).add_(dn).mul_(f["ip"][t])
+        torch.mul(dc, C[t], out=df).addcmul_(dn, N[t]).mul_(f["df_fac"][t])
+        torch.mul(dc, f["dz_fac"][t], out=dz)
+        torch.mul(dh, f["do_fac"][t], out=do)
+        dc.mul_(f["fp"][t])
+        dn.mul_(f["fp"][t])
+        dh_rec = torch.bmm(dgx[t], Rt)
+    return dh_rec
+
+
 class _Sequence(torch.autograd.Function):
     """The recurrence over S steps with a hand-written backward through time.
 
     Layout inside: gates gx (S, NH, B, 4 DH), states (NH, B, DH), so that the recurrent matmul of a step is one
     baddbmm straight into the gate layout. Every state is saved; the backward first computes all pointwise
-    derivatives at once, then runs only the carries (dc, dn, dh) and one bmm per step backwards in time.
+    derivatives at once, then runs only the carries (dc, dn, dh) and the recurrent matmul backwards in time. The
+    two time loops run in C when the native library is available (ops/native), else as PyTorch ops.
     """
 
     @staticmethod
     @_autocast_off
     def forward(ctx, gx, R, c0, n0, m0, h0, forget_gate):
-        # the step of _gates_step, written into preallocated per-step buffers with in-place and out= operations
-        # (no autograd here): no allocation per step and no stacking at the end
         S = gx.shape[0]
+        gx = gx.contiguous()
         C, N, M, H = (torch.empty(S + 1, *c0.shape, dtype=c0.dtype, device=c0.device) for _ in range(4))
-        raws = torch.empty_like(gx)  # (S, NH, B, 4 DH)
+        raws = torch.empty_like(gx, memory_format=torch.contiguous_format)  # (S, NH, B, 4 DH)
         C[0], N[0], M[0], H[0] = c0, n0, m0, h0
-        for t in range(S):
-            raw = torch.baddbmm(gx[t], H[t], R, out=raws[t])  # (NH, B, 4 DH)
-            i_raw, f_raw, z_raw, o_raw = raw.chunk(4, dim=-1)
-            lm = log_forget(f_raw, forget_gate).add(M[t])  # log f + m (a new tensor)
-            m_new = torch.where(N[t] == 0, i_raw, torch.maximum(lm, i_raw), out=M[t + 1])
-            ip = torch.sub(i_raw, m_new).exp_()
-            fp = lm.sub_(m_new).clamp_(max=0.0).exp_()  # clamped: <= 0 except on an empty state (times zeros)
-            c = torch.mul(fp, C[t], out=C[t + 1]).addcmul_(ip, torch.tanh(z_raw))
-            n = torch.mul(fp, N[t], out=N[t + 1]).add_(ip)
-            torch.sigmoid(o_raw, out=H[t + 1]).mul_(c).div_(n)
+        lib = native.usable(gx, R)
+        if lib is not None:
+            NH, B, DH = c0.shape
+            native.call(lib, "slstm_forward", gx.dtype, (S, NH, B, DH, forget_gate == "exp"),
+                        (gx, R.contiguous(), C, N, M, H, raws))
+        else:
+            _forward_loop(gx, R, C, N, M, H, raws, forget_gate)
         ctx.forget_gate = forget_gate
         ctx.save_for_backward(R, raws, C, N, M, H)
         return H[1:], C[S], N[S], M[S], H[S]
@@ -135,31 +173,36 @@ class _Sequence(torch.autograd.Function):
         z, o = torch.tanh(z_raw), torch.sigmoid(o_raw)
         c_t, n_t = C[1:], N[1:]
         dlogf = torch.sigmoid(-f_raw) if ctx.forget_gate == "sigmoid" else torch.ones_like(f_raw)
-        # per-step factors of the backward recursion
-        h_over_c = o / n_t  # dh/dc
-        h_over_n = H[1:] / n_t  # -dh/dn
-        do_fac = c_t / n_t * o * (1 - o)  # dh/do~
-        df_fac = fp * (expo <= 0).to(fp.dtype) * dlogf  # df'/df~ / f'... times f'
-        dz_fac = ip * (1 - z * z)
-        # the carries dc, dn are our own buffers, updated in place; each step's gate gradients are written straight
-        # into their slot of dgx
-        dc = torch.zeros_like(C[0]) if dc_T is None else dc_T.clone()
-        dn = torch.zeros_like(C[0]) if dn_T is None else dn_T.clone()
-        dh_rec = torch.zeros_like(C[0]) if dh_T is None else dh_T
-        Rt = R.transpose(1, 2)  # (NH, 4 DH, DH)
-        dgx = torch.empty_like(raw)  # (S, NH, B, 4 DH)
-        for t in range(S - 1, -1, -1):
-            dh = dh_rec if dH is None else dH[t] + dh_rec
-            dc.addcmul_(dh, h_over_c[t])
-            dn.addcmul_(dh, h_over_n[t], value=-1.0)
-            di, df, dz, do = dgx[t].chunk(4, dim=-1)  # (NH, B, DH) views
-            torch.mul(dc, z[t], out=di).add_(dn).mul_(ip[t])
-            torch.mul(dc, C[t], out=df).addcmul_(dn, N[t]).mul_(df_fac[t])
-            torch.mul(dc, dz_fac[t], out=dz)
-            torch.mul(dh, do_fac[t], out=do)
-            dc.mul_(fp[t])
-            dn.mul_(fp[t])
-            dh_rec = torch.bmm(dgx[t], Rt)
+        # per-step factors of the backward recursion, each (S, NH, B, DH)
+        factors = {
+            "h_over_c": o / n_t,  # dh/dc
+            "h_over_n": H[1:] / n_t,  # -dh/dn
+            "z": z,
+            "ip": ip,
+            # df'/df~ is f' dlogf, except where the clamp was active: only possible on an empty state (n = 0), as
+            # elsewhere m_t >= log f + m_{t-1}. Testing n rather than the sign of the recomputed exponent keeps
+            # the gradient right when that exponent is recomputed a rounding error above 0 (the native forward).
+            "df_fac": fp * ((expo <= 0) | (N[:-1] != 0)).to(fp.dtype) * dlogf,
+            "dz_fac": ip * (1 - z * z),
+            "do_fac": c_t / n_t * o * (1 - o),  # dh/do~
+            "fp": fp,
+        }
+        # the carries dc, dn, dh are our own buffers, updated in place; each step's gate gradients are written
+        # straight into their slot of dgx
+        carry = [torch.zeros_like(C[0]) if g is None else g.clone(memory_format=torch.contiguous_format)
+                 for g in (dc_T, dn_T, dh_T)]
+        dc, dn, dh_rec = carry
+        dgx = torch.empty_like(raw, memory_format=torch.contiguous_format)  # (S, NH, B, 4 DH)
+        lib = native.usable(raw, R)
+        if lib is not None:
+            NH, B, DH = C.shape[1:]
+            dH_ = None if dH is None else dH.contiguous()
+            f = [factors[k].contiguous() for k in ("h_over_c", "h_over_n", "z", "ip")]
+            g = [factors[k].contiguous() for k in ("df_fac", "dz_fac", "do_fac", "fp")]
+            native.call(lib, "slstm_backward", raw.dtype, (S, NH, B, DH),
+                        (dH_, R.transpose(1, 2).contiguous(), *f, C[:-1], N[:-1], *g, dc, dn, dh_rec, dgx))
+        else:
+            dh_rec = _backward_loop(dH, R, factors, C, N, dc, dn, dh_rec, dgx)
         NH, B, DH = H.shape[1:]
         h_prev = H[:-1].permute(1, 3, 0, 2).reshape(NH, DH, S * B)
         dR = torch.bmm(h_prev, dgx.permute(1, 0, 2, 3).reshape(NH, S * B, 4 * DH))
@@ -187,10 +230,19 @@ def slstm_step(
     """
     if not check:
         st = SLSTMState(*state)
+        lib = None if torch.is_grad_enabled() and (gates.requires_grad or R.requires_grad) else native.usable(gates, R)
+        if lib is not None:  # inference: the whole step in one native call
+            B, NH, _, DH = gates.shape
+            new = torch.empty(4, B, NH, DH, dtype=gates.dtype)  # c, n, m, h
+            raw = torch.empty(B, NH, 4 * DH, dtype=gates.dtype)  # scratch
+            native.call(lib, "slstm_step", gates.dtype, (NH, B, DH, forget_gate == "exp"),
+                        (gates.contiguous(), R.contiguous(), *(t.contiguous() for t in st), *new, raw))
+            st = SLSTMState(*new)
+            return st.h, st
         st = slstm_pointwise(torch.baddbmm(gates.transpose(0, 1).flatten(2), st.h.transpose(0, 1), R)
                              .view(gates.shape[1], gates.shape[0], 4, -1).transpose(0, 1), st, forget_gate)
         return st.h, st
-    _check(gates, R, step=True)
+    _check(gates, R, step=True, forget_gate=forget_gate)
     dt = state_dtype(gates.dtype)
     B, NH, _, DH = gates.shape
     st = _prepare_state(state, B, NH, DH, dt, gates.device)
@@ -207,7 +259,7 @@ def slstm_sequence(
     forget_gate: ForgetGate = "sigmoid",
 ) -> Tensor | tuple[Tensor, SLSTMState]:
     """The recurrence over a sequence. gates (B, S, NH, 4, DH). Returns h (B, S, NH, DH) [, final state]."""
-    _check(gates, R, step=False)
+    _check(gates, R, step=False, forget_gate=forget_gate)
     dt = state_dtype(gates.dtype)
     B, S, NH, _, DH = gates.shape
     st = _prepare_state(initial_state, B, NH, DH, dt, gates.device)

@@ -1,0 +1,140 @@
+/* The sLSTM recurrence as plain C loops: the part of the cell that cannot be batched over time.
+ *
+ * xlstmkit compiles this file on first use with the system C compiler (see native/__init__.py) and calls it through
+ * ctypes; nothing here is needed at install time, and without a compiler the same math runs as PyTorch ops. The
+ * math is that of ops/slstm.py (its module docstring has the equations); the Python op stays the reference and the
+ * tests compare the two.
+ *
+ * Layouts (all contiguous, row-major; G = 4 * DH, gate order i, f, z, o inside G):
+ *   gx     (S, NH, B, G)      input pre-activations W x + b
+ *   R      (NH, DH, G)        a head's h -> its four gate pre-activations (row e of R[nh] is h[e]'s contribution)
+ *   Rt     (NH, G, DH)        R transposed per head (the backward's map from gate gradients back to h)
+ *   C, N, M, H  (S + 1, NH, B, DH)   states; index 0 holds the initial state
+ *   raws   (S, NH, B, G)      total pre-activations g + R h_{t-1}, saved for the backward
+ *
+ * Both matrix-vector products are written as sums of scaled rows (axpy over the contiguous axis), which the
+ * compiler vectorises without reassociating any sum.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#define DEFINE_SLSTM(T, SUF, EXP, LOG1P, TANH, FMIN, FMAX, ABS)                                                     \
+                                                                                                              \
+/* out (G) = g (G) + sum_e h[e] * R[e, :] */                                                                  \
+static void recurrent_preact_##SUF(int DH, int G, const T *restrict g, const T *restrict h,                  \
+                                   const T *restrict R, T *restrict out) {                                   \
+    for (int j = 0; j < G; ++j) out[j] = g[j];                                                                \
+    for (int e = 0; e < DH; ++e) {                                                                            \
+        const T he = h[e];                                                                                    \
+        const T *restrict row = R + (size_t)e * G;                                                            \
+        for (int j = 0; j < G; ++j) out[j] += he * row[j];                                                    \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* the gate arithmetic of one step for one (head, batch) row of DH units */                                   \
+static void pointwise_##SUF(int DH, int exp_forget, const T *restrict raw, const T *restrict c0,              \
+                            const T *restrict n0, const T *restrict m0, T *restrict c1, T *restrict n1,       \
+                            T *restrict m1, T *restrict h1) {                                                 \
+    const T *ir = raw, *fr = raw + DH, *zr = raw + 2 * DH, *orr = raw + 3 * DH;                               \
+    for (int d = 0; d < DH; ++d) {                                                                            \
+        const T f = fr[d];                                                                                    \
+        /* log sigmoid(f) = min(f, 0) - log1p(exp(-|f|)) */                                                   \
+        const T logf = exp_forget ? f : FMIN(f, (T)0) - LOG1P(EXP(-ABS(f)));                                 \
+        const T lm = logf + m0[d];                                                                            \
+        const T i = ir[d];                                                                                    \
+        const T m = n0[d] == (T)0 ? i : FMAX(lm, i); /* empty state: start the stabiliser at i~ */            \
+        const T ip = EXP(i - m);                                                                              \
+        const T fp = EXP(FMIN(lm - m, (T)0)); /* <= 0 except on an empty state, where it multiplies zeros */  \
+        const T c = fp * c0[d] + ip * TANH(zr[d]);                                                            \
+        const T n = fp * n0[d] + ip;                                                                          \
+        const T o = (T)1 / ((T)1 + EXP(-orr[d]));                                                             \
+        c1[d] = c;                                                                                            \
+        n1[d] = n;                                                                                            \
+        m1[d] = m;                                                                                            \
+        h1[d] = o * c / n;                                                                                    \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* S steps forward; fills C, N, M, H [1..S] and raws */                                                       \
+void slstm_forward_##SUF(int S, int NH, int B, int DH, int exp_forget, const T *restrict gx,                 \
+                         const T *restrict R, T *restrict C, T *restrict N, T *restrict M, T *restrict H,     \
+                         T *restrict raws) {                                                                  \
+    const int G = 4 * DH;                                                                                     \
+    const size_t state_step = (size_t)NH * B * DH, gate_step = (size_t)NH * B * G;                            \
+    for (int t = 0; t < S; ++t) {                                                                             \
+        for (int nh = 0; nh < NH; ++nh) {                                                                     \
+            const T *Rh = R + (size_t)nh * DH * G;                                                            \
+            for (int b = 0; b < B; ++b) {                                                                     \
+                const size_t row = (size_t)nh * B + b;                                                        \
+                const size_t s0 = t * state_step + row * DH, s1 = s0 + state_step;                           \
+                T *raw = raws + t * gate_step + row * G;                                                      \
+                recurrent_preact_##SUF(DH, G, gx + t * gate_step + row * G, H + s0, Rh, raw);                 \
+                pointwise_##SUF(DH, exp_forget, raw, C + s0, N + s0, M + s0, C + s1, N + s1, M + s1, H + s1); \
+            }                                                                                                 \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* One step, with the layouts of the step API: gates gx (B, NH, G), states (B, NH, DH); raw (B, NH, G) scratch.   \
+ * Generation's hot path: one call per sLSTM layer and token. */                                              \
+void slstm_step_##SUF(int NH, int B, int DH, int exp_forget, const T *restrict gx, const T *restrict R,      \
+                      const T *restrict c0, const T *restrict n0, const T *restrict m0, const T *restrict h0, \
+                      T *restrict c1, T *restrict n1, T *restrict m1, T *restrict h1, T *restrict raw) {      \
+    const int G = 4 * DH;                                                                                     \
+    for (int b = 0; b < B; ++b) {                                                                             \
+        for (int nh = 0; nh < NH; ++nh) {                                                                     \
+            const size_t row = (size_t)b * NH + nh, s = row * DH;                                             \
+            recurrent_preact_##SUF(DH, G, gx + row * G, h0 + s, R + (size_t)nh * DH * G, raw + row * G);      \
+            pointwise_##SUF(DH, exp_forget, raw + row * G, c0 + s, n0 + s, m0 + s, c1 + s, n1 + s, m1 + s,    \
+                            h1 + s);                                                                          \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+/* The carries of the backward through time. The per-step factors (S, NH, B, DH) were computed vectorised     \
+ * over all steps by the caller; this runs only what depends on the next step: dc, dn (NH, B, DH) and          \
+ * dh_rec = R dg of the step after, writing each step's gate gradients into dgx (S, NH, B, G).                 \
+ * dH (S, NH, B, DH) may be NULL (no gradient on the hidden outputs). dc, dn, dh_rec are in/out. */           \
+void slstm_backward_##SUF(int S, int NH, int B, int DH, const T *restrict dH, const T *restrict Rt,         \
+                          const T *restrict h_over_c, const T *restrict h_over_n, const T *restrict z,        \
+                          const T *restrict ip, const T *restrict c_prev, const T *restrict n_prev,           \
+                          const T *restrict df_fac, const T *restrict dz_fac, const T *restrict do_fac,       \
+                          const T *restrict fp, T *restrict dc, T *restrict dn, T *restrict dh_rec,           \
+                          T *restrict dgx) {                                                                  \
+    const int G = 4 * DH;                                                                                     \
+    const size_t state_step = (size_t)NH * B * DH, gate_step = (size_t)NH * B * G;                            \
+    for (int t = S - 1; t >= 0; --t) {                                                                        \
+        for (int nh = 0; nh < NH; ++nh) {                                                                     \
+            const T *Rth = Rt + (size_t)nh * G * DH;                                                          \
+            for (int b = 0; b < B; ++b) {                                                                     \
+                const size_t row = (size_t)nh * B + b, k = t * state_step + row * DH;                         \
+                T *dcr = dc + row * DH, *dnr = dn + row * DH, *dhr = dh_rec + row * DH;                       \
+                T *dg = dgx + t * gate_step + row * G;                                                        \
+                for (int d = 0; d < DH; ++d) {                                                                \
+                    const T dh = (dH ? dH[k + d] : (T)0) + dhr[d];                                            \
+                    const T dcv = dcr[d] + dh * h_over_c[k + d];                                              \
+                    const T dnv = dnr[d] - dh * h_over_n[k + d];                                              \
+                    dg[d] = (dcv * z[k + d] + dnv) * ip[k + d];                                               \
+                    dg[DH + d] = (dcv * c_prev[k + d] + dnv * n_prev[k + d]) * df_fac[k + d];                 \
+                    dg[2 * DH + d] = dcv * dz_fac[k + d];                                                     \
+                    dg[3 * DH + d] = dh * do_fac[k + d];                                                      \
+                    dcr[d] = dcv * fp[k + d];                                                                 \
+                    dnr[d] = dnv * fp[k + d];                                                                 \
+                }                                                                                             \
+                /* dh_rec (DH) = sum_j dg[j] * Rt[j, :] */                                                    \
+                for (int d = 0; d < DH; ++d) dhr[d] = (T)0;                                                   \
+                for (int j = 0; j < G; ++j) {                                                                 \
+                    const T gj = dg[j];                                                                       \
+                    const T *restrict col = Rth + (size_t)j * DH;                                             \
+                    for (int d = 0; d < DH; ++d) dhr[d] += gj * col[d];                                       \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+    }                                                                                                         \
+}
+
+DEFINE_SLSTM(float, f32, expf, log1pf, tanhf, fminf, fmaxf, fabsf)
+DEFINE_SLSTM(double, f64, exp, log1p, tanh, fmin, fmax, fabs)
+
+/* the version of this interface; the loader refuses a library that reports another */
+int xlstmkit_native_abi(void) { return 1; }
