@@ -2,9 +2,15 @@
 Llama of matched parameter count, against xlstmkit's `xLSTMLarge` loaded from the same transformers checkpoint,
 side by side in this process. Prints one JSON line per measurement.
 
-    python benchmarks/suite_hf.py [--quick]
+    python benchmarks/suite_hf.py [--quick] [--threads N]
+    python benchmarks/suite_hf.py --threads 1 --breakdown   # where the time goes: dense matmuls vs the rest
 
 Model: the xLSTM-7B block design at d = 256, 6 blocks, 4 heads, byte vocabulary.
+
+`--breakdown` profiles one training step (B=8 T=256 and B=1 T=2048) and one prefill of both xLSTMs and reports the
+time in the dense projection matmuls (aten::mm / addmm: every nn.Linear, forward and backward), their achieved
+GFLOP/s against this machine's matmul peak, and the best speed-up over transformers that is possible if
+everything except the dense matmuls took no time and they ran at the peak.
 """
 
 from __future__ import annotations
@@ -19,12 +25,60 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import (LMUnderTest, emit, forward_fn, interleave, peak_memory_of, peak_train_memory_mb,  # noqa: E402
-                     suite_args, train_step_fn)
+from measure import (LMUnderTest, emit, forward_fn, interleave, matmul_peak_gflops, peak_memory_of,  # noqa: E402
+                     peak_train_memory_mb, suite_args, train_step_fn)
 
 from xlstmkit.interop import hf  # noqa: E402
 
 V = 256
+BREAKDOWN = "--breakdown" in sys.argv  # taken out before the shared option parser sees it
+if BREAKDOWN:
+    sys.argv.remove("--breakdown")
+DENSE = ("aten::mm", "aten::addmm")  # what nn.Linear runs as, forward and backward
+
+
+def dense_flops_per_token(model: torch.nn.Module) -> int:
+    """2 * (weights of every nn.Linear): the forward FLOPs per token of the dense projections (x3 for training)."""
+    return 2 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def breakdown(lms: list[LMUnderTest], rep: int) -> None:
+    """Per workload and model: median seconds (interleaved), the profiled share of dense matmuls, their GFLOP/s,
+    and the speed-up bound over transformers if xlstmkit ran nothing but its dense matmuls, at the peak."""
+    from torch.profiler import profile
+
+    peak = matmul_peak_gflops()
+    emit(suite="hf", what="matmul peak", unit="GFLOP/s", value=peak)
+    lms = [lm for lm in lms if "xLSTM" in lm.name]
+    long = torch.randint(0, V, (1, 4096), generator=torch.Generator().manual_seed(3))
+    work = {}
+    for B, T in ((8, 256), (1, 2048)):
+        work[f"train B={B} T={T}"] = (3 * B * T, {lm.name: train_step_fn(lm, B, T, V) for lm in lms})
+
+    def prefill(lm: LMUnderTest):
+        @torch.no_grad()
+        def run() -> None:
+            lm.model.eval()
+            lm.logits(long)
+        return run
+
+    work["forward B=1 T=4096"] = (long.numel(), {lm.name: prefill(lm) for lm in lms})
+    for what, (tokens, fns) in work.items():
+        t = interleave(fns, repeats=rep)
+        row = {}
+        for lm in lms:
+            fns[lm.name]()
+            with profile() as prof:
+                fns[lm.name]()
+            events = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in events) / 1e6
+            dense = sum(e.self_cpu_time_total for e in events if e.key in DENSE) / 1e6
+            flops = dense_flops_per_token(lm.model) * tokens
+            row[lm.name] = dict(seconds=t[lm.name], dense_share=dense / total, dense_gflops=flops / dense / 1e9,
+                                dense_at_peak_seconds=flops / peak / 1e9)
+        theirs_name, ours_name = (lm.name for lm in lms)
+        bound = t[theirs_name] / row[ours_name]["dense_at_peak_seconds"]
+        emit(suite="hf", what=f"breakdown {what}", speedup=t[theirs_name] / t[ours_name], speedup_bound=bound, **row)
 
 
 def build(mode: str):
@@ -59,6 +113,9 @@ def main() -> None:
     if args.peak_memory:
         lm = next(lm for lm in lms if lm.name == args.peak_memory)
         emit(peak_mb=peak_train_memory_mb(lm, 8, 256, V))
+        return
+    if BREAKDOWN:
+        breakdown(lms, rep)
         return
     emit(suite="hf", what="params", **{lm.name: lm.params for lm in lms})
 

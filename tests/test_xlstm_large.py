@@ -322,3 +322,20 @@ def test_decode_step_keeps_autograd_through_the_fallback():
     logits, state = model.decode_step(torch.tensor([1, 2]))
     logits.sum().backward()
     assert model.blocks[0].mlstm_layer.q.weight.grad is not None
+
+
+def test_decode_step_without_the_fused_copy_for_large_models_and_bf16():
+    model = randomised(tiny(), seed=12)
+    ids = torch.randint(0, 61, (2, 5))
+    ref = _decode_reference(model, ids, 4)[0][:, 0]
+    with torch.no_grad():
+        state = model(ids[:, :4], return_state=True)[1]
+        assert torch.allclose(model.decode_step(ids[:, 4], state)[0], ref, atol=1e-5)
+        model.decode_cache_max_bytes = 0  # too big to hold twice: decode through forward, and free the copy
+        assert torch.allclose(model.decode_step(ids[:, 4], state)[0], ref, atol=1e-5)
+        assert "_decode_cache" not in model.__dict__
+        model16 = model.to(torch.bfloat16)
+        model16.decode_cache_max_bytes = 2 << 30
+        logits, _ = model16.decode_step(ids[:, 4], model16(ids[:, :4], return_state=True)[1])
+    assert "_decode_cache" not in model16.__dict__ and logits.dtype == torch.float32
+    assert (logits - ref).abs().max() < 0.05 * ref.abs().max()

@@ -527,9 +527,14 @@ class xLSTMLarge(GenerationMixin, nn.Module):
         cache = self.__dict__.get("_decode_cache")
         if cache is not None and cache.key == key:
             return cache
+        unfit = (key, self.decode_cache_max_bytes)
+        if self.__dict__.get("_decode_unfit") == unfit:
+            return None
         dtype = params[0].dtype
         if (dtype not in (torch.float32, torch.float64) or any(p.dtype != dtype for p in params)
                 or sum(p.numel() for p in params) * params[0].element_size() > self.decode_cache_max_bytes):
+            self.__dict__.pop("_decode_cache", None)  # free a copy made for weights that have since changed
+            self.__dict__["_decode_unfit"] = unfit  # and do not test again until they change
             return None
         c = self.config
         with torch.no_grad(), torch.inference_mode(False):
