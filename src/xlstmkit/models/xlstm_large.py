@@ -291,7 +291,7 @@ class _DecodeBlock(NamedTuple):
 
 
 class _DecodeWeights(NamedTuple):
-    key: tuple  # (version, data_ptr) of every parameter the weights were built from
+    key: tuple  # (decode_cache_max_bytes, (version, data_ptr) of every parameter the weights were built from)
     blocks: tuple[_DecodeBlock, ...]
     w_head: Tensor  # (E, V): out norm weight, sqrt(E) and 1/cap folded in
     root_eps: Tensor  # sqrt(E * norm_eps), 0-dim
@@ -523,18 +523,17 @@ class xLSTMLarge(GenerationMixin, nn.Module):
         replaced: its storage). Changes made through `param.data` bypass the version counter: call
         `clear_decode_cache()` after those. None when the fast path does not apply (see `decode_step`)."""
         params = self._decode_params
-        key = tuple([(p._version, p.data_ptr()) for p in params])
+        key = (self.decode_cache_max_bytes, tuple([(p._version, p.data_ptr()) for p in params]))
         cache = self.__dict__.get("_decode_cache")
         if cache is not None and cache.key == key:
             return cache
-        unfit = (key, self.decode_cache_max_bytes)
-        if self.__dict__.get("_decode_unfit") == unfit:
+        if self.__dict__.get("_decode_unfit") == key:
             return None
         dtype = params[0].dtype
         if (dtype not in (torch.float32, torch.float64) or any(p.dtype != dtype for p in params)
                 or sum(p.numel() for p in params) * params[0].element_size() > self.decode_cache_max_bytes):
             self.__dict__.pop("_decode_cache", None)  # free a copy made for weights that have since changed
-            self.__dict__["_decode_unfit"] = unfit  # and do not test again until they change
+            self.__dict__["_decode_unfit"] = key  # and do not test again until they change
             return None
         c = self.config
         with torch.no_grad(), torch.inference_mode(False):
