@@ -1,0 +1,207 @@
+"""The fast paths of the paper's mLSTM layer compute what the plain formulas compute: the grouped head-wise
+projection (forward, gradients, autocast dtypes), the gates folded through the q, k, v projections, and the one-token
+`step` against the sequence forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import xlstmkit.nn.linear as linear_mod
+from xlstmkit import xLSTMConfig
+from xlstmkit.nn.linear import HeadwiseLinear, group_size, grouped_block_diag, headwise_linear
+from xlstmkit.nn.mlstm_block import MLSTMBlock, MLSTMLayer
+
+
+def naive_headwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """One matmul per head, in a Python loop: the definition of the block-diagonal map."""
+    NH, DOUT, DIN = weight.shape
+    outs = [x[..., h * DIN:(h + 1) * DIN] @ weight[h].t() for h in range(NH)]
+    y = torch.cat(outs, dim=-1)
+    return y if bias is None else y + bias
+
+
+# (num_heads, block_in, block_out): the paper's 4 x 4 blocks, non-powers of two, rectangular, one wide head
+SHAPES = [(32, 4, 4), (6, 3, 3), (10, 5, 3), (4, 2, 7), (2, 24, 24)]
+
+
+@pytest.mark.parametrize("NH,DIN,DOUT", SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("rows", [1, 7, 150])  # 150 >= GROUP_MIN_ROWS: the grouped path
+def test_headwise_matches_per_head_reference_forward_and_gradients(NH, DIN, DOUT, bias, rows):
+    gen = torch.Generator().manual_seed(NH * 100 + DIN * 10 + DOUT + rows)
+    x = torch.randn(rows, 1, NH * DIN, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(NH, DOUT, DIN, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(NH * DOUT, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
+    gy = torch.randn(rows, 1, NH * DOUT, generator=gen, dtype=torch.float64)
+    inputs = [t for t in (x, w, b) if t is not None]
+
+    y = headwise_linear(x, w, b)
+    grads = torch.autograd.grad(y, inputs, gy)
+    y_ref = naive_headwise(x, w, b)
+    grads_ref = torch.autograd.grad(y_ref, inputs, gy)
+    assert y.shape == (rows, 1, NH * DOUT)
+    torch.testing.assert_close(y, y_ref)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize("NH,DIN,DOUT", [(8, 4, 4), (6, 3, 2), (3, 5, 5)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_headwise_gradcheck_grouped_and_per_head(NH, DIN, DOUT, bias, monkeypatch):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(5, NH * DIN, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(NH, DOUT, DIN, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(NH * DOUT, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
+    for min_rows in (1, 10**9):  # every row count grouped / never grouped
+        monkeypatch.setattr(linear_mod, "GROUP_MIN_ROWS", min_rows)
+        assert torch.autograd.gradcheck(headwise_linear, (x, w, b))
+
+
+def test_group_size_and_grouped_block_diag():
+    assert group_size(128, 4, 4) == 4  # 4 heads of 4 columns: 16-wide groups
+    assert group_size(6, 3, 3) == 3  # the largest divisor of 6 with g * 3 <= 16
+    assert group_size(7, 3, 3) == 1  # 7 is prime: no grouping fits
+    assert group_size(4, 64, 64) == 1
+    w = torch.randn(6, 2, 3)
+    wg = grouped_block_diag(w, 3)  # (2, 9, 6)
+    assert wg.shape == (2, 9, 6)
+    for h in range(6):
+        grp, j = divmod(h, 3)
+        torch.testing.assert_close(wg[grp, 3 * j:3 * j + 3, 2 * j:2 * j + 2], w[h].t())
+    off_diagonal = wg.clone()
+    for j in range(3):
+        off_diagonal[:, 3 * j:3 * j + 3, 2 * j:2 * j + 2] = 0
+    assert (off_diagonal == 0).all()
+
+
+@pytest.mark.parametrize("rows", [1, 200])
+@pytest.mark.parametrize("bias", [False, True])
+def test_headwise_autocast_dtypes_like_nn_linear(rows, bias):
+    """Under bf16 autocast: output in bf16 like nn.Linear's, float32 gradients for float32 parameters and input,
+    and the values of the float32 map to bf16 accuracy."""
+    torch.manual_seed(0)
+    hw = HeadwiseLinear(64, 64, 16, bias=bias)
+    if bias:
+        torch.nn.init.normal_(hw.bias)
+    ref = torch.nn.Linear(64, 64, bias=bias)
+    x = torch.randn(rows, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = hw(x)
+        y_ref = ref(x)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and hw.weight.grad.dtype == torch.float32
+    if bias:
+        assert hw.bias.grad.dtype == torch.float32
+    exact = naive_headwise(x.detach(), hw.weight.detach(), None if hw.bias is None else hw.bias.detach())
+    torch.testing.assert_close(y.float(), exact, rtol=2e-2, atol=2e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():  # the no-grad path too
+        assert hw(x).dtype == torch.bfloat16
+
+
+def test_headwise_bad_input_and_compose():
+    hw = HeadwiseLinear(12, 6, 3)
+    with pytest.raises(ValueError, match="last dimension 12"):
+        hw(torch.randn(2, 10))
+    with pytest.raises(ValueError, match="m must have shape"):
+        hw.compose(torch.randn(5, 2))
+    m = torch.randn(6, 2, dtype=torch.float64)
+    hw = hw.double()
+    x = torch.randn(4, 12, dtype=torch.float64)
+    torch.testing.assert_close(x @ hw.compose(m), hw(x) @ m)  # compose folds a later map into this one
+
+
+def small_config(**overrides) -> xLSTMConfig:
+    # inner dim 64: 16 head-wise blocks of 4 (grouped 4 at a time on long inputs), 2 mLSTM heads of 32
+    base = dict(vocab_size=11, embedding_dim=32, num_blocks=1, mlstm_num_heads=2, chunk_size=8)
+    return xLSTMConfig(**{**base, **overrides})
+
+
+def perturbed_layer(dtype=torch.float64, **overrides) -> MLSTMLayer:
+    """A layer whose zero-initialised weights (gates, norms) are perturbed so every term contributes."""
+    torch.manual_seed(0)
+    layer = MLSTMLayer(small_config(**overrides), 0).to(dtype)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return layer
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_folded_gates_equal_gate_linears_on_concatenated_qkv(bias):
+    layer = perturbed_layer(bias=bias)
+    x_c, x_in = torch.randn(3, 5, layer.inner, dtype=torch.float64), torch.randn(3, 5, layer.inner, dtype=torch.float64)
+    qkv = torch.cat([layer.q_proj(x_c), layer.k_proj(x_c), layer.v_proj(x_in)], dim=-1)
+    expected = torch.cat([layer.igate(qkv), layer.fgate(qkv)], dim=-1)  # (3, 5, 2 NH)
+    torch.testing.assert_close(layer._gates(x_c, x_in), expected)
+
+
+def reference_layer_forward(layer: MLSTMLayer, x: torch.Tensor) -> torch.Tensor:
+    """The block's equations written plainly (module docstring of nn/mlstm_block.py), recurrent form."""
+    B, S, _ = x.shape
+    NH, DH = layer.num_heads, layer.head_dim
+    x_in, z = layer.proj_up(x).split(layer.inner, dim=-1)
+    x_c = F.silu(layer.conv(x_in)[0])
+    q, k, v = (naive_headwise(t, p.weight, p.bias) for t, p in
+               ((x_c, layer.q_proj), (x_c, layer.k_proj), (x_in, layer.v_proj)))
+    qkv = torch.cat([q, k, v], dim=-1)
+    i, f = layer.igate(qkv), layer.fgate(qkv)
+    from xlstmkit.ops.mlstm import mlstm_recurrent
+
+    def heads(t):
+        return t.view(B, S, NH, DH).transpose(1, 2)
+
+    h = mlstm_recurrent(heads(q), heads(k), heads(v), i.transpose(1, 2), f.transpose(1, 2), eps=layer.cfg.mlstm_eps)
+    h = layer.outnorm(h.transpose(1, 2)) + layer.learnable_skip * x_c
+    return layer.proj_down(h * F.silu(z))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("S", [5, 70])  # 70 rows: the grouped head-wise path
+def test_layer_forward_and_gradients_match_plain_equations(bias, S):
+    layer = perturbed_layer(bias=bias)
+    x = torch.randn(1, S, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(S))
+    y, _ = layer(x)
+    y_ref = reference_layer_forward(layer, x)
+    torch.testing.assert_close(y, y_ref)
+    params = list(layer.parameters())
+    grads = torch.autograd.grad(y.square().sum(), params)
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), params)
+    for (name, _), g, g_ref in zip(layer.named_parameters(), grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_step_matches_forward(bias):
+    """Tokens fed one at a time through step give the outputs and the final state of one forward call."""
+    block = MLSTMBlock(small_config(bias=bias), 0).double()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    x = torch.randn(2, 9, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y_seq, state_seq = block(x)
+    state = block.zero_state(2)
+    state = type(state)(state.conv.double(), type(state.cell)(*(t.double() for t in state.cell)))
+    outs = []
+    for t in range(x.shape[1]):
+        y_t, state = block.step(x[:, t], state)
+        outs.append(y_t)
+    torch.testing.assert_close(torch.stack(outs, dim=1), y_seq)
+    torch.testing.assert_close(state.conv, state_seq.conv)
+    for a, b in zip(state.cell, state_seq.cell):
+        torch.testing.assert_close(a, b)
+
+
+def test_layer_under_bf16_autocast_close_to_float32_with_float32_gradients():
+    layer = perturbed_layer(dtype=torch.float32)
+    x = torch.randn(2, 80, 32, generator=torch.Generator().manual_seed(3))
+    y32, _ = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16, state = layer(x)
+    assert state.cell.C.dtype == torch.float32
+    y16.float().square().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in layer.parameters())
+    err = (y16.float() - y32).norm() / y32.norm()
+    assert err < 0.05, f"relative error {err:.3g} of the bf16 layer"
