@@ -52,6 +52,28 @@ def test_decode_step_matches_general_forward(overrides):
         torch.testing.assert_close(first, model(ids[:, :1], mlstm_form="chunkwise")[:, 0], rtol=1e-5, atol=1e-5)
 
 
+def test_decode_step_sees_weight_updates():
+    """Fused weights cached for decoding are rebuilt after the parameters change in place (an optimizer step) or
+    are reloaded (load_state_dict): decode_step keeps matching the general forward."""
+    model = perturbed_model()
+    ids = torch.randint(0, V, (2, 3), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, state = model(ids[:, :2], return_state=True)
+        model.decode_step(ids[:, 2], state)  # builds the caches
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # in place, as an optimizer step
+        fast, _ = model.decode_step(ids[:, 2], state)
+        ref = model(ids[:, 2:3], state=state, mlstm_form="chunkwise")[:, 0]
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+        other = perturbed_model()
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        model.load_state_dict(other.state_dict())
+        fast, _ = model.decode_step(ids[:, 2], state)
+        ref = other(ids[:, 2:3], state=state, mlstm_form="chunkwise")[:, 0]
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_decode_step_gradients_match_general_forward():
     """decode_step is differentiable and gives the general path's parameter gradients."""
     model = perturbed_model()

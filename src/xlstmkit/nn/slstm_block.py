@@ -23,6 +23,7 @@ from .ffn import GatedFFN
 from .init import powerlaw_forget_bias, small_init_, wang_init_
 from .linear import HeadwiseLinear
 from .norms import LayerNorm, MultiHeadLayerNorm
+from .weight_cache import cached_derived
 
 
 class SLSTMBlockState(NamedTuple):
@@ -97,6 +98,20 @@ class SLSTMLayer(nn.Module):
         return out, SLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
 
 
+    def _fused_gates(self) -> tuple[Tensor, Tensor]:
+        """The four gate projections as one block matrix per head, (NH, 2 DH, 4 DH), mapping a head's [x_c, x] to
+        its (i, f, z, o) pre-activations, and the bias as (NH, 1, 4 DH): one batched matmul per token."""
+
+        def build() -> tuple[Tensor, Tensor]:
+            NH, DH = self.num_heads, self.head_dim
+            w = self.igate.weight.new_zeros(NH, 2 * DH, 4 * DH)
+            for g, (lin, rows) in enumerate(((self.igate, 0), (self.fgate, 0), (self.zgate, DH), (self.ogate, DH))):
+                w[:, rows:rows + DH, g * DH:(g + 1) * DH] = lin.weight.transpose(1, 2)  # (NH, DIN, DOUT)
+            return w, self.bias.view(NH, 1, 4 * DH).clone()
+
+        sources = [self.igate.weight, self.fgate.weight, self.zgate.weight, self.ogate.weight, self.bias]
+        return cached_derived(self, "gates", sources, build)
+
     def step(self, x: Tensor, state: SLSTMBlockState) -> tuple[Tensor, SLSTMBlockState]:
         """One token: x (B, E) (already normalised), state given -> (B, E), new state. forward on a length-1
         sequence without the sequence axis and the input checks (generation's hot path; float32 models)."""
@@ -107,8 +122,13 @@ class SLSTMLayer(nn.Module):
             x_c = F.silu(x_c)
         else:
             x_c, conv_state = x, state.conv
-        gates = torch.stack([self.igate(x_c), self.fgate(x_c), self.zgate(x), self.ogate(x)], dim=1)  # (B, 4, E)
-        gates = gates.view(B, 4, NH, DH).transpose(1, 2) + self.bias.view(NH, 4, DH)  # (B, NH, 4, DH)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in (self.igate.weight, self.bias)):
+            gates = torch.stack([self.igate(x_c), self.fgate(x_c), self.zgate(x), self.ogate(x)], dim=1)  # (B, 4, E)
+            gates = gates.view(B, 4, NH, DH).transpose(1, 2) + self.bias.view(NH, 4, DH)  # (B, NH, 4, DH)
+        else:  # inference: one batched matmul with the cached fused weight
+            w, b = self._fused_gates()
+            inp = torch.cat([x_c.view(B, NH, DH), x.view(B, NH, DH)], dim=-1).transpose(0, 1)  # (NH, B, 2 DH)
+            gates = torch.baddbmm(b, inp, w).transpose(0, 1).view(B, NH, 4, DH)
         h, cell = slstm_step(gates, self.recurrent, state.cell, forget_gate=self.cfg.forget_gate, check=False)
         return self.outnorm(self.dropout(h) if self.training else h), SLSTMBlockState(conv_state, cell)
 

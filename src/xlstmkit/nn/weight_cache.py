@@ -1,0 +1,31 @@
+"""Derived weights for inference, built once and rebuilt when a parameter they come from changes.
+
+Generation steps one token at a time, where every extra operator call costs as much as the arithmetic. Some layers
+therefore precompute a fused form of several parameters (e.g. four gate projections as one matrix). The fused
+tensor is cached on the module (outside its state_dict), keyed by each source parameter's version counter and data
+pointer: an optimizer step (an in-place update), `load_state_dict` (in-place copy) or assigning a new Parameter all
+change the key, so a stale copy is never used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+T = TypeVar("T")
+
+
+def cached_derived(module: nn.Module, name: str, sources: Sequence[torch.Tensor], build: Callable[[], T]) -> T:
+    """`build()`, cached on `module` under `name` until one of `sources` changes. Build under no_grad."""
+    key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in sources)
+    slot = f"_derived_{name}"
+    entry = module.__dict__.get(slot)
+    if entry is not None and entry[0] == key:
+        return entry[1]
+    with torch.no_grad():
+        value = build()
+    module.__dict__[slot] = (key, value)
+    return value
