@@ -47,13 +47,13 @@ def breakdown(lms: list[LMUnderTest], rep: int) -> None:
     and the speed-up bound over transformers if xlstmkit ran nothing but its dense matmuls, at the peak."""
     from torch.profiler import profile
 
-    peak = matmul_peak_gflops()
-    emit(suite="hf", what="matmul peak", unit="GFLOP/s", value=peak)
+    peak = max(matmul_peak_gflops(repeats=20) for _ in range(3))  # the best of many: a busy machine reads low
     lms = [lm for lm in lms if "xLSTM" in lm.name]
+    theirs_name, ours_name = (lm.name for lm in lms)
     long = torch.randint(0, V, (1, 4096), generator=torch.Generator().manual_seed(3))
-    work = {}
+    work = {}  # name -> (passes over the weights per token: 3 for training, 1 forward; tokens; functions)
     for B, T in ((8, 256), (1, 2048)):
-        work[f"train B={B} T={T}"] = (3 * B * T, {lm.name: train_step_fn(lm, B, T, V) for lm in lms})
+        work[f"train B={B} T={T}"] = (3, B * T, {lm.name: train_step_fn(lm, B, T, V) for lm in lms})
 
     def prefill(lm: LMUnderTest):
         @torch.no_grad()
@@ -62,8 +62,9 @@ def breakdown(lms: list[LMUnderTest], rep: int) -> None:
             lm.logits(long)
         return run
 
-    work["forward B=1 T=4096"] = (long.numel(), {lm.name: prefill(lm) for lm in lms})
-    for what, (tokens, fns) in work.items():
+    work["forward B=1 T=4096"] = (1, long.numel(), {lm.name: prefill(lm) for lm in lms})
+    rows = []
+    for what, (passes, tokens, fns) in work.items():
         t = interleave(fns, repeats=rep)
         row = {}
         for lm in lms:
@@ -73,12 +74,17 @@ def breakdown(lms: list[LMUnderTest], rep: int) -> None:
             events = prof.key_averages()
             total = sum(e.self_cpu_time_total for e in events) / 1e6
             dense = sum(e.self_cpu_time_total for e in events if e.key in DENSE) / 1e6
-            flops = dense_flops_per_token(lm.model) * tokens
+            flops = passes * dense_flops_per_token(lm.model) * tokens
             row[lm.name] = dict(seconds=t[lm.name], dense_share=dense / total, dense_gflops=flops / dense / 1e9,
-                                dense_at_peak_seconds=flops / peak / 1e9)
-        theirs_name, ours_name = (lm.name for lm in lms)
-        bound = t[theirs_name] / row[ours_name]["dense_at_peak_seconds"]
-        emit(suite="hf", what=f"breakdown {what}", speedup=t[theirs_name] / t[ours_name], speedup_bound=bound, **row)
+                                dense_gflop=flops / 1e9)
+        rows.append((what, t, row))
+    # the peak: the best of the n^3 benchmark and of any dense rate seen in the workloads
+    peak = max([peak, *(r["dense_gflops"] for _, _, row in rows for r in row.values())])
+    emit(suite="hf", what="matmul peak", unit="GFLOP/s", value=peak)
+    for what, t, row in rows:
+        at_peak = row[ours_name]["dense_gflop"] / peak  # seconds if xlstmkit ran only its dense matmuls, at peak
+        emit(suite="hf", what=f"breakdown {what}", speedup=t[theirs_name] / t[ours_name],
+             speedup_bound=t[theirs_name] / at_peak, dense_at_peak_seconds=at_peak, **row)
 
 
 def build(mode: str):
