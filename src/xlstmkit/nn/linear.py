@@ -37,11 +37,11 @@ def group_size(num_heads: int, block_in: int, block_out: int) -> int:
 def grouped_block_diag(weight: Tensor, g: int) -> Tensor:
     """weight (NH, DOUT, DIN) -> (NH/g, g*DIN, g*DOUT): g neighbouring heads' transposed blocks on the diagonal of
     one dense matrix per group, zeros elsewhere (differentiable; its gradient keeps only the diagonal blocks)."""
+    if g == 1:
+        return weight.transpose(1, 2)  # a view: no copy per call (the decode path)
     NH, DOUT, DIN = weight.shape
     G = NH // g
     wt = weight.view(G, g, DOUT, DIN).transpose(-1, -2)  # (G, g, DIN, DOUT)
-    if g == 1:
-        return wt.reshape(G, DIN, DOUT)
     eye = torch.eye(g, dtype=weight.dtype, device=weight.device)
     return (wt[:, :, :, None, :] * eye[None, :, None, :, None]).reshape(G, g * DIN, g * DOUT)  # (G, g, DIN, g, DOUT)
 
@@ -114,9 +114,16 @@ def headwise_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Te
     if x.shape[-1] != NH * DIN:
         raise ValueError(f"x must have last dimension {NH * DIN} (num_heads * block input size), got {tuple(x.shape)}")
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, NH * DIN)  # (N, NH*DIN)
-    N = x2.shape[0]
-    g = group_size(NH, DIN, DOUT) if N >= GROUP_MIN_ROWS else 1
+    N = x.numel() // (NH * DIN) if x.dim() != 2 else x.shape[0]
+    if N < GROUP_MIN_ROWS:  # few rows (a decode step): one plain batched matmul per head, the fewest calls
+        xh = x.reshape(NH, 1, DIN) if N == 1 else x.reshape(N, NH, DIN).transpose(0, 1)  # (NH, N, DIN)
+        if bias is None:
+            y = torch.bmm(xh, weight.transpose(1, 2))  # (NH, N, DOUT); autocast and autograd as for any bmm
+        else:
+            y = torch.baddbmm(bias.view(NH, 1, DOUT), xh, weight.transpose(1, 2))
+        return (y if N == 1 else y.transpose(0, 1)).reshape(*lead, NH * DOUT)
+    x2 = x.reshape(N, NH * DIN)
+    g = group_size(NH, DIN, DOUT)
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):  # cast as autocast casts nn.Linear's arguments, then compute as is
         dtype = torch.get_autocast_dtype(device_type)
