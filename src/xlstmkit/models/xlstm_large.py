@@ -145,7 +145,16 @@ class xLSTMLargeConfig(FrozenConfig):
 
 def soft_cap(x: Tensor, cap: float | None) -> Tensor:
     """cap * tanh(x / cap): bounds x to (-cap, cap) smoothly, identity near 0; None means no cap."""
-    return x if cap is None else cap * torch.tanh(x / cap)
+    if cap is None:
+        return x
+    t = (x / cap).tanh_()  # in place on the quotient, which no backward needs
+    return t.mul_(cap) if no_autograd() else t * cap  # (tanh's backward needs its output)
+
+
+def no_autograd() -> bool:
+    """True when no autograd graph is being recorded: then the layers reuse their large temporaries in place. (A
+    fresh buffer of a few MB costs a page fault per 4 KB on first touch, often more than the arithmetic on it.)"""
+    return not torch.is_grad_enabled()
 
 
 class RMSNorm(nn.Module):
@@ -160,7 +169,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (..., dim)
         xf = x.float() if self.force_float32 else x
         # F.rms_norm: one fused pass forward and backward (the composite x * rsqrt(mean(x^2) + eps) takes several)
-        y = F.rms_norm(xf, (xf.shape[-1],), None, self.eps).to(x.dtype) * self.weight
+        y = F.rms_norm(xf, (xf.shape[-1],), None, self.eps).to(x.dtype)
+        if no_autograd():
+            return y.mul_(self.weight) if self.bias is None else y.mul_(self.weight).add_(self.bias)
+        y = y * self.weight
         return y if self.bias is None else y + self.bias
 
 
@@ -177,7 +189,10 @@ class MultiHeadLayerNorm(nn.Module):
     def forward(self, h: Tensor) -> Tensor:  # (B, S, NH, DV) -> (B, S, NH * DV)
         hf = h.float() if self.force_float32 else h
         # F.layer_norm over each head without an affine part (fused; torch.var alone is several times slower)
-        y = F.layer_norm(hf, (self.head_dim,), None, None, self.eps).to(h.dtype).flatten(-2) * self.weight
+        y = F.layer_norm(hf, (self.head_dim,), None, None, self.eps).to(h.dtype).flatten(-2)
+        if no_autograd():
+            return y.mul_(self.weight) if self.bias is None else y.mul_(self.weight).add_(self.bias)
+        y = y * self.weight
         return y if self.bias is None else y + self.bias
 
 
@@ -227,7 +242,8 @@ class mLSTMLayer(nn.Module):
         out = FORMS[form](q, k, v, i, f, initial_state=state, return_state=return_state, eps=c.eps, **kwargs)
         h, new_state = out if return_state else (out, None)
         h = self.multihead_norm(h.transpose(1, 2))  # (B, S, NH * DV)
-        return self.out_proj(torch.sigmoid(o) * h), new_state
+        g = torch.sigmoid(o)
+        return self.out_proj(g.mul_(h) if no_autograd() else g * h), new_state
 
 
 class FeedForward(nn.Module):
@@ -243,7 +259,8 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, S, E)
         u = fused_linear(x, (self.proj_up_gate, self.proj_up))  # (B, S, 2 * D)
         gate, up = u.chunk(2, -1)
-        return self.proj_down(F.silu(gate) * up)
+        a = F.silu(gate)
+        return self.proj_down(a.mul_(up) if no_autograd() else a * up)
 
 
 class mLSTMBlock(nn.Module):
@@ -260,8 +277,8 @@ class mLSTMBlock(nn.Module):
     def forward(self, x: Tensor, state: MLSTMState | None, form: str,
                 return_state: bool) -> tuple[Tensor, MLSTMState | None]:
         y, state = self.mlstm_layer(self.norm_mlstm(x), state, form, return_state)
-        x = x + y
-        return x + self.ffn(self.norm_ffn(x)), state
+        x = y.add_(x)  # in place on the projection's output, which no backward needs
+        return self.ffn(self.norm_ffn(x)).add_(x), state
 
 
 # ----------------------------------------------------------------------------------------------------------------------
