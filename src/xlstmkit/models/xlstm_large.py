@@ -20,6 +20,12 @@ renaming a prefix only. Sizes are computed once, in `xLSTMLargeConfig`, with the
 layer code (which is what its weights have), so every checkpoint it writes loads here, including sizes that are
 not multiples of 64.
 
+Speed: the sequence forward computes each mLSTM layer's six projections as one matmul on the concatenated weights
+(likewise the FFN's two up-projections), uses fused RMS/layer norms, and works in place where autograd allows (and
+on every large temporary when no graph is recorded). Token-by-token generation runs `xLSTMLarge.decode_step`: a
+cached, fused copy of the weights (norm weights, key scale and gate caps folded in, transposed for matrix-vector
+products) and a memory [C | n] that one outer product and one matmul update and read; see `_DecodeBlock`.
+
 The recurrent state is a tuple over blocks of `MLSTMState(C, n, m)` in float32 whatever the weight dtype; keys are
 scaled by DQK**-0.5 inside the op (transformers scales the queries: same outputs, the stored C and n differ by that
 factor, which only matters when exchanging states with a transformers `xLSTMCache`).
