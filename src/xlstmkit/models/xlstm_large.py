@@ -202,11 +202,12 @@ class MultiHeadLayerNorm(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def fused_linear(x: Tensor, linears: Sequence[nn.Linear]) -> Tensor:
+def fused_linear(x: Tensor, linears: Sequence[nn.Linear], bias: bool = True) -> Tensor:
     """torch.cat([lin(x) for lin in linears], -1) as one matmul on the concatenated weights (same parameters and
-    gradients; one pass over x and one input-gradient matmul instead of one per layer)."""
+    gradients; one pass over x and one input-gradient matmul instead of one per layer). `bias=False` leaves the
+    biases out (for the caller to add where they are)."""
     weight = torch.cat([lin.weight for lin in linears])
-    if all(lin.bias is None for lin in linears):
+    if not bias or all(lin.bias is None for lin in linears):
         return F.linear(x, weight)
     bias = torch.cat([lin.weight.new_zeros(lin.out_features) if lin.bias is None else lin.bias for lin in linears])
     return F.linear(x, weight, bias)
@@ -235,13 +236,18 @@ class mLSTMLayer(nn.Module):
         c = self.config
         B, S, _ = x.shape  # (B, S, E)
         NH = c.num_heads
-        y = fused_linear(x, (self.q, self.k, self.v, self.ogate_preact, self.igate_preact, self.fgate_preact))
+        # without use_bias only the two gates have biases: added to their 2 * NH columns rather than through the
+        # matmul (addmm first copies a bias row into every one of the (B * S, P) outputs)
+        y = fused_linear(x, (self.q, self.k, self.v, self.ogate_preact, self.igate_preact, self.fgate_preact),
+                         bias=c.use_bias)
         # split, not slicing: its backward concatenates the pieces' gradients (slices' backward zero-fills y-sized
         # buffers, one per slice)
         q, k, v, o, gates = y.split([c.qk_dim, c.qk_dim, c.v_dim, c.v_dim, 2 * NH], -1)  # o: (B, S, NH * DV)
         q = q.view(B, S, NH, c.qk_head_dim).transpose(1, 2)  # (B, NH, S, DQK)
         k = k.view(B, S, NH, c.qk_head_dim).transpose(1, 2)
         v = v.view(B, S, NH, c.v_head_dim).transpose(1, 2)  # (B, NH, S, DV)
+        if not c.use_bias:
+            gates = gates + torch.cat([self.igate_preact.bias, self.fgate_preact.bias])
         gates = soft_cap(gates, c.gate_soft_cap).transpose(1, 2)  # (B, 2 * NH, S)
         i, f = gates[:, :NH], gates[:, NH:]  # (B, NH, S)
         kwargs: dict[str, Any] = {"chunk_size": c.chunk_size} if form == "chunkwise" else {}
