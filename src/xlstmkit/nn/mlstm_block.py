@@ -105,9 +105,12 @@ class MLSTMLayer(nn.Module):
 
     def _output(self, h: Tensor, x_c: Tensor, z: Tensor) -> Tensor:
         """h (..., NH, DH) from the cell, x_c and z (..., inner) -> proj_down((MultiHeadNorm(h) + skip * x_c) *
-        SiLU(z)), with the norm's (1 + w) scale and the skip in one addcmul."""
+        SiLU(z)), with the norm's (1 + w) scale and the skip in one addcmul. The elementwise part runs in x_c's
+        dtype: under bf16 autocast float32 skip/scale vectors would promote it to float32 (mixed-dtype kernels,
+        twice the memory traffic, and proj_down casts back to bf16 anyway)."""
+        dt = x_c.dtype
         hn = F.layer_norm(h, (self.head_dim,), None, None, self.outnorm.eps).flatten(-2)  # (..., inner)
-        hs = torch.addcmul(self.learnable_skip * x_c, hn, 1.0 + self.outnorm.weight)
+        hs = torch.addcmul(x_c * self.learnable_skip.to(dt), hn, (1.0 + self.outnorm.weight).to(dt))
         return self.proj_down(hs * F.silu(z))
 
     def forward(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise"
