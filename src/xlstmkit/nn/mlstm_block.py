@@ -95,13 +95,9 @@ class MLSTMLayer(nn.Module):
     def _gates(self, x_c: Tensor, x_in: Tensor) -> Tensor:
         """x_c, x_in (..., inner) -> cat[i~, f~] (..., 2 NH)."""
         m_c, m_in, b = self.gate_maps()
-        # row-major (2 NH, inner) weights: autograd then forms their gradients as (2 NH, N) @ (N, inner), several
-        # times faster than (inner, N) @ (N, 2 NH) for so few output columns
-        lead = x_c.shape[:-1]
-        xc2, xin2 = x_c.reshape(-1, self.inner), x_in.reshape(-1, self.inner)  # (N, inner)
-        g_t = torch.addmm(b[:, None], m_c, xc2.t())  # (2 NH, N)
-        g_t = torch.addmm(g_t, m_in, xin2.t())
-        return g_t.t().view(*lead, 2 * self.num_heads)
+        # (measured against a transposed (2 NH, N) formulation and one matmul on cat[x_c, x_in]: this is fastest,
+        # its input gradients come out row-major like x_c's and x_in's other gradient terms)
+        return F.linear(x_c, m_c, b) + F.linear(x_in, m_in)  # (..., 2 NH)
 
     def _output(self, h: Tensor, x_c: Tensor, z: Tensor) -> Tensor:
         """h (..., NH, DH) from the cell, x_c and z (..., inner) -> proj_down((MultiHeadNorm(h) + skip * x_c) *
