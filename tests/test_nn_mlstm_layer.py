@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 import xlstmkit.nn.linear as linear_mod
 from xlstmkit import xLSTMConfig
-from xlstmkit.nn.linear import HeadwiseLinear, group_size, grouped_block_diag, headwise_linear
+from xlstmkit.nn.linear import (HeadwiseLinear, group_size, grouped_block_diag, headwise_linear,
+                                 headwise_linear_stack)
 from xlstmkit.nn.mlstm_block import MLSTMBlock, MLSTMLayer
 
 
@@ -111,6 +112,25 @@ def test_headwise_bad_input_and_compose():
     hw = hw.double()
     x = torch.randn(4, 12, dtype=torch.float64)
     torch.testing.assert_close(x @ hw.compose(m), hw(x) @ m)  # compose folds a later map into this one
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_headwise_linear_stack_equals_separate_calls(rows, bias):
+    torch.manual_seed(1)
+    layers = [HeadwiseLinear(12, 6, 3, bias=bias) for _ in range(3)]
+    if bias:
+        for m in layers:
+            torch.nn.init.normal_(m.bias)
+    xs = [torch.randn(rows, 12) for _ in range(3)]
+    y = headwise_linear_stack(xs, layers)
+    assert y.shape == (3, rows, 6)
+    for j in range(3):
+        torch.testing.assert_close(y[j], naive_headwise(xs[j], layers[j].weight, layers[j].bias))
+    with pytest.raises(ValueError, match="all have a bias or all have none"):
+        headwise_linear_stack(xs[:2], [HeadwiseLinear(12, 6, 3, bias=True), HeadwiseLinear(12, 6, 3)])
+    with pytest.raises(ValueError, match="one length"):
+        headwise_linear_stack(xs, layers[:2])
 
 
 def small_config(**overrides) -> xLSTMConfig:

@@ -139,6 +139,29 @@ def _headwise(x2: Tensor, weight: Tensor, bias: Tensor | None, g: int) -> Tensor
     return _grouped_matmul(x2, grouped_block_diag(weight, g), bias)
 
 
+def headwise_linear_stack(xs: list[Tensor], layers: list[HeadwiseLinear]) -> Tensor:
+    """Several head-wise maps of one shape applied to their inputs in one batched matmul: xs[j] (N, NH*DIN) ->
+    (L, N, NH*DOUT), row j = layers[j](xs[j]). For a few rows (a decode step), where the calls, not the arithmetic,
+    cost the time; the result's rows are also cat[...] along the features when N == 1 (a view, no copy)."""
+    if len(xs) != len(layers) or not layers:
+        raise ValueError(f"xs and layers must be non-empty and of one length, got {len(xs)} and {len(layers)}")
+    NH, DOUT, DIN = layers[0].weight.shape
+    L, N = len(layers), xs[0].shape[0]
+    w = torch.stack([m.weight for m in layers]).view(L * NH, DOUT, DIN)
+    x = torch.stack(xs)  # (L, N, NH*DIN)
+    xh = x.view(L * NH, 1, DIN) if N == 1 else x.view(L, N, NH, DIN).transpose(1, 2).reshape(L * NH, N, DIN)
+    biases = [m.bias for m in layers]
+    if all(b is None for b in biases):
+        y = torch.bmm(xh, w.transpose(1, 2))  # (L*NH, N, DOUT)
+    elif all(b is not None for b in biases):
+        y = torch.baddbmm(torch.stack(biases).view(L * NH, 1, DOUT), xh, w.transpose(1, 2))
+    else:
+        raise ValueError("layers must all have a bias or all have none")
+    if N == 1:
+        return y.view(L, 1, NH * DOUT)
+    return y.view(L, NH, N, DOUT).transpose(1, 2).reshape(L, N, NH * DOUT)
+
+
 class HeadwiseLinear(nn.Module):
     """x (..., NH * DIN) -> (..., NH * DOUT) with weight (NH, DOUT, DIN) (one nn.Linear-layout matrix per head)."""
 

@@ -20,7 +20,7 @@ from ..config import xLSTMConfig
 from ..ops.mlstm import MLSTMState, mlstm, mlstm_step, state_dtype, zero_state
 from .conv import CausalConv1d
 from .init import small_init_, wang_init_
-from .linear import HeadwiseLinear
+from .linear import HeadwiseLinear, headwise_linear_stack
 from .norms import LayerNorm, MultiHeadLayerNorm
 
 
@@ -151,8 +151,9 @@ class MLSTMLayer(nn.Module):
         x_in, z = self.proj_up(x).split(inner, dim=-1)  # (B, inner) each
         x_c, conv_state = self.conv.step(x_in, state.conv)
         x_c = F.silu(x_c)
-        q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_in)
-        qkv = torch.cat([q, k, v], dim=-1)
+        qkv3 = headwise_linear_stack([x_c, x_c, x_in], [self.q_proj, self.k_proj, self.v_proj])  # (3, B, inner)
+        q, k, v = qkv3.unbind(0)
+        qkv = qkv3.view(B, 3 * inner) if B == 1 else qkv3.transpose(0, 1).reshape(B, 3 * inner)
         h, cell = mlstm_step(q.view(B, NH, DH), k.view(B, NH, DH), v.view(B, NH, DH), self.igate(qkv),
                              self.fgate(qkv), state.cell, eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate, check=False)
         hn = F.group_norm(h.reshape(B, inner), NH, 1.0 + self.outnorm.weight, None, self.outnorm.eps)
