@@ -352,3 +352,20 @@ def test_in_place_inference_path_equals_the_autograd_path(changes):
     assert slow.requires_grad and torch.equal(fast, slow.detach())
     for a, b in zip(fast_state, slow_state):
         assert all(torch.equal(x, y.detach()) for x, y in zip(a, b))
+
+
+def test_fused_decode_weights_follow_conversions_that_replace_every_parameter():
+    model = randomised(tiny(), seed=14)
+    ids = torch.randint(0, 61, (2, 4))
+    with torch.no_grad():
+        model.decode_step(ids[:, 0])  # builds the float32 cache
+    previous = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)  # .double() makes new Parameter objects
+    try:
+        model = model.double()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(previous)
+    with torch.no_grad():
+        logits, state = model.decode_step(ids[:, 3], model(ids[:, :3], return_state=True)[1])
+    assert state[0].C.dtype == torch.float64
+    assert torch.allclose(logits, _decode_reference(model, ids, 3)[0][:, 0], atol=1e-5)

@@ -580,7 +580,10 @@ class xLSTMLarge(GenerationMixin, nn.Module):
         """list(self.parameters()), kept until any module anywhere registers a parameter (listing them costs more
         than a decoding step's arithmetic on small models)."""
         entry = self.__dict__.get("_decode_param_list")
-        if entry is None or entry[0] != _PARAMETER_REGISTRATIONS[0]:
+        # module conversions under torch.__future__.set_overwrite_module_params_on_conversion(True) replace every
+        # parameter without registering it: the first and last parameters being the listed ones catches those
+        if (entry is None or entry[0] != _PARAMETER_REGISTRATIONS[0] or entry[1][0] is not self.embedding.weight
+                or entry[1][-1] is not self.lm_head.weight):
             entry = self.__dict__["_decode_param_list"] = (_PARAMETER_REGISTRATIONS[0], list(self.parameters()))
         return entry[1]
 
