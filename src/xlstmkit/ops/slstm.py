@@ -132,6 +132,32 @@ def _backward_loop(dH: Tensor | None, R: Tensor, f: dict[str, Tensor], C: Tensor
     return dh_rec
 
 
+def _backward_factors(raw: Tensor, C: Tensor, N: Tensor, M: Tensor, H: Tensor,
+                      forget_gate: ForgetGate) -> dict[str, Tensor]:
+    """The per-step factors of the backward recursion, each (S, NH, B, DH), computed for all steps at once."""
+    i_raw, f_raw, z_raw, o_raw = raw.chunk(4, dim=-1)  # (S, NH, B, DH) each
+    m_new = M[1:]
+    ip = torch.exp(i_raw - m_new)
+    expo = log_forget(f_raw, forget_gate) + M[:-1] - m_new
+    fp = torch.exp(torch.clamp(expo, max=0.0))
+    z, o = torch.tanh(z_raw), torch.sigmoid(o_raw)
+    c_t, n_t = C[1:], N[1:]
+    dlogf = torch.sigmoid(-f_raw) if forget_gate == "sigmoid" else torch.ones_like(f_raw)
+    return {
+        "h_over_c": o / n_t,  # dh/dc
+        "h_over_n": H[1:] / n_t,  # -dh/dn
+        "z": z,
+        "ip": ip,
+        # df'/df~ is f' dlogf, except where the clamp was active: only possible on an empty state (n = 0), as
+        # elsewhere m_t >= log f + m_{t-1}. Testing n rather than the sign of the recomputed exponent keeps the
+        # gradient right when that exponent is recomputed a rounding error above 0.
+        "df_fac": fp * ((expo <= 0) | (N[:-1] != 0)).to(fp.dtype) * dlogf,
+        "dz_fac": ip * (1 - z * z),
+        "do_fac": c_t / n_t * o * (1 - o),  # dh/do~
+        "fp": fp,
+    }
+
+
 class _Sequence(torch.autograd.Function):
     """The recurrence over S steps with a hand-written backward through time.
 
@@ -165,44 +191,20 @@ class _Sequence(torch.autograd.Function):
     def backward(ctx, dH, dc_T, dn_T, _dm_T, dh_T):
         R, raw, C, N, M, H = ctx.saved_tensors
         S = raw.shape[0]
-        i_raw, f_raw, z_raw, o_raw = raw.chunk(4, dim=-1)  # (S, NH, B, DH) each
-        m_new = M[1:]
-        ip = torch.exp(i_raw - m_new)
-        expo = log_forget(f_raw, ctx.forget_gate) + M[:-1] - m_new
-        fp = torch.exp(torch.clamp(expo, max=0.0))
-        z, o = torch.tanh(z_raw), torch.sigmoid(o_raw)
-        c_t, n_t = C[1:], N[1:]
-        dlogf = torch.sigmoid(-f_raw) if ctx.forget_gate == "sigmoid" else torch.ones_like(f_raw)
-        # per-step factors of the backward recursion, each (S, NH, B, DH)
-        factors = {
-            "h_over_c": o / n_t,  # dh/dc
-            "h_over_n": H[1:] / n_t,  # -dh/dn
-            "z": z,
-            "ip": ip,
-            # df'/df~ is f' dlogf, except where the clamp was active: only possible on an empty state (n = 0), as
-            # elsewhere m_t >= log f + m_{t-1}. Testing n rather than the sign of the recomputed exponent keeps
-            # the gradient right when that exponent is recomputed a rounding error above 0 (the native forward).
-            "df_fac": fp * ((expo <= 0) | (N[:-1] != 0)).to(fp.dtype) * dlogf,
-            "dz_fac": ip * (1 - z * z),
-            "do_fac": c_t / n_t * o * (1 - o),  # dh/do~
-            "fp": fp,
-        }
         # the carries dc, dn, dh are our own buffers, updated in place; each step's gate gradients are written
         # straight into their slot of dgx
-        carry = [torch.zeros_like(C[0]) if g is None else g.clone(memory_format=torch.contiguous_format)
-                 for g in (dc_T, dn_T, dh_T)]
-        dc, dn, dh_rec = carry
+        dc, dn, dh_rec = (torch.zeros_like(C[0]) if g is None else g.clone(memory_format=torch.contiguous_format)
+                          for g in (dc_T, dn_T, dh_T))
         dgx = torch.empty_like(raw, memory_format=torch.contiguous_format)  # (S, NH, B, 4 DH)
         lib = native.usable(raw, R)
-        if lib is not None:
+        if lib is not None:  # the whole backward loop in C, gate values recomputed per step
             NH, B, DH = C.shape[1:]
-            dH_ = None if dH is None else dH.contiguous()
-            f = [factors[k].contiguous() for k in ("h_over_c", "h_over_n", "z", "ip")]
-            g = [factors[k].contiguous() for k in ("df_fac", "dz_fac", "do_fac", "fp")]
-            native.call(lib, "slstm_backward", raw.dtype, (S, NH, B, DH),
-                        (dH_, R.transpose(1, 2).contiguous(), *f, C[:-1], N[:-1], *g, dc, dn, dh_rec, dgx))
+            native.call(lib, "slstm_backward", raw.dtype, (S, NH, B, DH, ctx.forget_gate == "exp"),
+                        (None if dH is None else dH.contiguous(), R.transpose(1, 2).contiguous(), raw, C, N, M, H,
+                         dc, dn, dh_rec, dgx))
         else:
-            dh_rec = _backward_loop(dH, R, factors, C, N, dc, dn, dh_rec, dgx)
+            dh_rec = _backward_loop(dH, R, _backward_factors(raw, C, N, M, H, ctx.forget_gate), C, N, dc, dn,
+                                    dh_rec, dgx)
         NH, B, DH = H.shape[1:]
         h_prev = H[:-1].permute(1, 3, 0, 2).reshape(NH, DH, S * B)
         dR = torch.bmm(h_prev, dgx.permute(1, 0, 2, 3).reshape(NH, S * B, 4 * DH))

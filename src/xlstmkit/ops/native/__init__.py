@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("slstm.c")
-ABI = 1  # must match xlstmkit_native_abi() in slstm.c
+ABI = 2  # must match xlstmkit_native_abi() in slstm.c
 # -ffast-math lets the compiler call glibc's vectorised exp/log1p/tanh; it is given when compiling only, not when
 # linking, so that the library does not switch the whole process to flush-denormals-to-zero (crtfastmath.o)
 COMPILE_FLAG_SETS = (["-O3", "-march=native", "-ffast-math"], ["-O3", "-ffast-math"], ["-O2"])
@@ -95,7 +95,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     for suf in ("f32", "f64"):
         getattr(lib, f"slstm_forward_{suf}").argtypes = [i] * 5 + [p] * 7
         getattr(lib, f"slstm_step_{suf}").argtypes = [i] * 4 + [p] * 11
-        getattr(lib, f"slstm_backward_{suf}").argtypes = [i] * 4 + [p] * 16
+        getattr(lib, f"slstm_backward_{suf}").argtypes = [i] * 5 + [p] * 11
         for name in ("forward", "step", "backward"):
             getattr(lib, f"slstm_{name}_{suf}").restype = None
 

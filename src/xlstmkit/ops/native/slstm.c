@@ -64,12 +64,23 @@ void slstm_forward_##SUF(int S, int NH, int B, int DH, int exp_forget, const T *
     for (int t = 0; t < S; ++t) {                                                                             \
         for (int nh = 0; nh < NH; ++nh) {                                                                     \
             const T *Rh = R + (size_t)nh * DH * G;                                                            \
+            const size_t r0 = (size_t)nh * B;                                                                 \
+            T *raw0 = raws + t * gate_step + r0 * G;                                                          \
+            const T *h0 = H + t * state_step + r0 * DH;                                                       \
+            /* all B rows of the head at once: each row of R is read once per step and reused for every b */ \
+            for (size_t j = 0; j < (size_t)B * G; ++j) raw0[j] = gx[t * gate_step + r0 * G + j];              \
+            for (int e = 0; e < DH; ++e) {                                                                    \
+                const T *restrict row = Rh + (size_t)e * G;                                                   \
+                for (int b = 0; b < B; ++b) {                                                                 \
+                    const T he = h0[(size_t)b * DH + e];                                                      \
+                    T *restrict out = raw0 + (size_t)b * G;                                                   \
+                    for (int j = 0; j < G; ++j) out[j] += he * row[j];                                        \
+                }                                                                                             \
+            }                                                                                                 \
             for (int b = 0; b < B; ++b) {                                                                     \
-                const size_t row = (size_t)nh * B + b;                                                        \
-                const size_t s0 = t * state_step + row * DH, s1 = s0 + state_step;                           \
-                T *raw = raws + t * gate_step + row * G;                                                      \
-                recurrent_preact_##SUF(DH, G, gx + t * gate_step + row * G, H + s0, Rh, raw);                 \
-                pointwise_##SUF(DH, exp_forget, raw, C + s0, N + s0, M + s0, C + s1, N + s1, M + s1, H + s1); \
+                const size_t s0 = t * state_step + (r0 + b) * DH, s1 = s0 + state_step;                      \
+                pointwise_##SUF(DH, exp_forget, raw0 + (size_t)b * G, C + s0, N + s0, M + s0, C + s1, N + s1, \
+                                M + s1, H + s1);                                                              \
             }                                                                                                 \
         }                                                                                                     \
     }                                                                                                         \
@@ -91,42 +102,64 @@ void slstm_step_##SUF(int NH, int B, int DH, int exp_forget, const T *restrict g
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
-/* The carries of the backward through time. The per-step factors (S, NH, B, DH) were computed vectorised     \
- * over all steps by the caller; this runs only what depends on the next step: dc, dn (NH, B, DH) and          \
- * dh_rec = R dg of the step after, writing each step's gate gradients into dgx (S, NH, B, G).                 \
- * dH (S, NH, B, DH) may be NULL (no gradient on the hidden outputs). dc, dn, dh_rec are in/out. */           \
-void slstm_backward_##SUF(int S, int NH, int B, int DH, const T *restrict dH, const T *restrict Rt,         \
-                          const T *restrict h_over_c, const T *restrict h_over_n, const T *restrict z,        \
-                          const T *restrict ip, const T *restrict c_prev, const T *restrict n_prev,           \
-                          const T *restrict df_fac, const T *restrict dz_fac, const T *restrict do_fac,       \
-                          const T *restrict fp, T *restrict dc, T *restrict dn, T *restrict dh_rec,           \
-                          T *restrict dgx) {                                                                  \
+/* The backward through time. Recomputes each step's gate values from the saved pre-activations and states (the   \
+ * same vectorised functions as the forward, so its branch choices are reproduced exactly) and runs the carries    \
+ * dc, dn (NH, B, DH) and dh_rec = R dg of the step after, writing each step's gate gradients into                \
+ * dgx (S, NH, B, G). dH (S, NH, B, DH) may be NULL (no gradient on the hidden outputs). dc, dn, dh_rec are in/out. \
+ * The weight gradient dR = sum_t h_{t-1} dg_t^T is left to the caller: one matrix product over all steps. */    \
+void slstm_backward_##SUF(int S, int NH, int B, int DH, int exp_forget, const T *restrict dH,                \
+                          const T *restrict Rt, const T *restrict raws, const T *restrict C, const T *restrict N, \
+                          const T *restrict M, const T *restrict H, T *restrict dc, T *restrict dn,           \
+                          T *restrict dh_rec, T *restrict dgx) {                                              \
     const int G = 4 * DH;                                                                                     \
     const size_t state_step = (size_t)NH * B * DH, gate_step = (size_t)NH * B * G;                            \
     for (int t = S - 1; t >= 0; --t) {                                                                        \
         for (int nh = 0; nh < NH; ++nh) {                                                                     \
             const T *Rth = Rt + (size_t)nh * G * DH;                                                          \
             for (int b = 0; b < B; ++b) {                                                                     \
-                const size_t row = (size_t)nh * B + b, k = t * state_step + row * DH;                         \
-                T *dcr = dc + row * DH, *dnr = dn + row * DH, *dhr = dh_rec + row * DH;                       \
-                T *dg = dgx + t * gate_step + row * G;                                                        \
+                const size_t row = (size_t)nh * B + b;                                                        \
+                const size_t k0 = t * state_step + row * DH, k1 = k0 + state_step; /* before / after step t */ \
+                const T *raw = raws + t * gate_step + row * G;                                                \
+                const T *restrict ir = raw, *restrict fr = raw + DH, *restrict zr = raw + 2 * DH;             \
+                const T *restrict orr = raw + 3 * DH;                                                         \
+                const T *restrict dHr = dH ? dH + k0 : NULL;                                                  \
+                T *restrict dcr = dc + row * DH, *restrict dnr = dn + row * DH;                               \
+                const T *restrict dhr = dh_rec + row * DH;                                                    \
+                T *restrict dg = dgx + t * gate_step + row * G;                                               \
                 for (int d = 0; d < DH; ++d) {                                                                \
-                    const T dh = (dH ? dH[k + d] : (T)0) + dhr[d];                                            \
-                    const T dcv = dcr[d] + dh * h_over_c[k + d];                                              \
-                    const T dnv = dnr[d] - dh * h_over_n[k + d];                                              \
-                    dg[d] = (dcv * z[k + d] + dnv) * ip[k + d];                                               \
-                    dg[DH + d] = (dcv * c_prev[k + d] + dnv * n_prev[k + d]) * df_fac[k + d];                 \
-                    dg[2 * DH + d] = dcv * dz_fac[k + d];                                                     \
-                    dg[3 * DH + d] = dh * do_fac[k + d];                                                      \
-                    dcr[d] = dcv * fp[k + d];                                                                 \
-                    dnr[d] = dnv * fp[k + d];                                                                 \
+                    const T f = fr[d];                                                                        \
+                    const T logf = exp_forget ? f : FMIN(f, (T)0) - LOG1P(EXP(-ABS(f)));                      \
+                    const T dlogf = exp_forget ? (T)1 : (T)1 / ((T)1 + EXP(f)); /* sigmoid(-f) */             \
+                    const T m_prev = M[k0 + d], m = M[k1 + d], n_prev = N[k0 + d];                            \
+                    const T expo = logf + m_prev - m;                                                         \
+                    const T fp = EXP(FMIN(expo, (T)0));                                                       \
+                    const T ip = EXP(ir[d] - m);                                                              \
+                    const T z = TANH(zr[d]);                                                                  \
+                    const T o = (T)1 / ((T)1 + EXP(-orr[d]));                                                 \
+                    const T inv_n = (T)1 / N[k1 + d];                                                         \
+                    /* the clamp of fp can only act on an empty state (n = 0), where it multiplies zeros */   \
+                    const T df_fac = (expo <= (T)0 || n_prev != (T)0) ? fp * dlogf : (T)0;                    \
+                    const T dh = (dHr ? dHr[d] : (T)0) + dhr[d];                                              \
+                    const T dcv = dcr[d] + dh * o * inv_n;                                                    \
+                    const T dnv = dnr[d] - dh * H[k1 + d] * inv_n;                                            \
+                    dg[d] = (dcv * z + dnv) * ip;                                                             \
+                    dg[DH + d] = (dcv * C[k0 + d] + dnv * n_prev) * df_fac;                                   \
+                    dg[2 * DH + d] = dcv * ip * ((T)1 - z * z);                                               \
+                    dg[3 * DH + d] = dh * C[k1 + d] * inv_n * o * ((T)1 - o);                                 \
+                    dcr[d] = dcv * fp;                                                                        \
+                    dnr[d] = dnv * fp;                                                                        \
                 }                                                                                             \
-                /* dh_rec (DH) = sum_j dg[j] * Rt[j, :] */                                                    \
-                for (int d = 0; d < DH; ++d) dhr[d] = (T)0;                                                   \
-                for (int j = 0; j < G; ++j) {                                                                 \
-                    const T gj = dg[j];                                                                       \
-                    const T *restrict col = Rth + (size_t)j * DH;                                             \
-                    for (int d = 0; d < DH; ++d) dhr[d] += gj * col[d];                                       \
+            }                                                                                                 \
+            /* dh_rec (DH) = sum_j dg[j] * Rt[j, :] for every row b, each row of Rt read once */              \
+            T *dhr0 = dh_rec + (size_t)nh * B * DH;                                                           \
+            const T *dg0 = dgx + t * gate_step + (size_t)nh * B * G;                                          \
+            for (size_t d = 0; d < (size_t)B * DH; ++d) dhr0[d] = (T)0;                                       \
+            for (int j = 0; j < G; ++j) {                                                                     \
+                const T *restrict col = Rth + (size_t)j * DH;                                                 \
+                for (int b = 0; b < B; ++b) {                                                                 \
+                    const T gj = dg0[(size_t)b * G + j];                                                      \
+                    T *restrict out = dhr0 + (size_t)b * DH;                                                  \
+                    for (int d = 0; d < DH; ++d) out[d] += gj * col[d];                                       \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
@@ -137,4 +170,4 @@ DEFINE_SLSTM(float, f32, expf, log1pf, tanhf, fminf, fmaxf, fabsf)
 DEFINE_SLSTM(double, f64, exp, log1p, tanh, fmin, fmax, fabs)
 
 /* the version of this interface; the loader refuses a library that reports another */
-int xlstmkit_native_abi(void) { return 1; }
+int xlstmkit_native_abi(void) { return 2; }
