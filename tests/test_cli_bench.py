@@ -3,6 +3,7 @@
 import re
 
 from xlstmkit.cli import main
+from xlstmkit.ops import native
 
 
 def test_bench_reports_every_measurement(capsys):
@@ -17,3 +18,4 @@ def test_bench_reports_every_measurement(capsys):
         rate = re.search(r"([\d,]+)(?: tokens/s)?\s*$", line)
         assert rate and int(rate.group(1).replace(",", "")) > 0, line
     assert "(ms)" in out  # the block pattern is reported as built
+    assert ("sLSTM recurrence: native C loop" in out) == (native.library() is not None)

@@ -16,6 +16,7 @@ import torch
 
 from ..config import xLSTMConfig
 from ..models.xlstm_lm import xLSTMLM
+from ..ops import native
 from ..ops.mlstm import MLSTM_FORMS
 
 
@@ -46,6 +47,8 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    loop = "native C loop" if native.library() is not None else "PyTorch loop (no C compiler, or XLSTMKIT_NATIVE=0)"
+    print(f"sLSTM recurrence: {loop}")
     S, NH, D = args.op_seq_len, 4, 64
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, NH, S, D, generator=g, requires_grad=True) for _ in range(3))
