@@ -143,9 +143,10 @@ class MLSTMLayer(nn.Module):
     def step(self, x: Tensor, state: MLSTMBlockState) -> tuple[Tensor, MLSTMBlockState]:
         """One token: x (B, E), state given -> (B, E), new state. forward(x[:, None], state, "recurrent") without
         the sequence axis, the input checks and the dtype conversions (generation's hot path; float32 models).
-        Per token the fewest operator calls: the gates as two (3 inner -> NH) matvecs on cat[q, k, v] (cheaper here
-        than the folded maps of `gate_maps`, which cost a dozen small calls to build), the output norm and its
-        (1 + w) scale as one group_norm."""
+        Per token the fewest operator calls: q, k, v from one stacked batched matmul whose rows are already
+        cat[q, k, v]; the gates as two (3 inner -> NH) matvecs on it (here cheaper than the folded maps of
+        `gate_maps`, which cost a dozen small calls to build); the output norm and its (1 + w) scale as one
+        group_norm. (Calls the projections' weights directly: module hooks on q/k/v_proj do not run here.)"""
         B = x.shape[0]
         NH, DH, inner, cfg = self.num_heads, self.head_dim, self.inner, self.cfg
         x_in, z = self.proj_up(x).split(inner, dim=-1)  # (B, inner) each
