@@ -302,7 +302,7 @@ class _DecodeBlock(NamedTuple):
 
     w_in (E, P) maps the *un-weighted* RMS-normalised input x * rsqrt(sum(x^2) + E eps) (note: sum, not mean) to
     every per-token quantity of the mLSTM layer at once; the columns are
-        [q (NH*DQK) | k * DQK**-0.5 (NH*DQK) | per head (v (DV), 1) (NH*(DV+1)) | o~ (NH*DV) | f~/cap | i~/cap (NH each)]
+        [q (NH*DQK) | k * DQK**-0.5 (NH*DQK) | per head (v, 1) (NH*(DV+1)) | o~ (NH*DV) | f~/cap | i~/cap (NH each)]
     so that the RMSNorm weight and sqrt(E), the key scale and the gates' 1/cap are folded in, and the constant 1
     after each head's value (from b_in, its weight column is 0) makes the normaliser n the last column of an
     extended memory [C | n] (DQK, DV+1): one outer-product update and one matmul serve both C and n.
