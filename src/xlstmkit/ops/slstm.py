@@ -217,6 +217,27 @@ def _recurrent_preact(h: Tensor, R: Tensor) -> Tensor:
     return torch.bmm(h.transpose(0, 1), R).transpose(0, 1).reshape(B, NH, 4, DH)
 
 
+def _native_step(gates: Tensor, R: Tensor, st: SLSTMState, forget_gate: ForgetGate
+                 ) -> tuple[Tensor, SLSTMState] | None:
+    """One inference step in the native library (None when it is not available for these tensors, and while
+    torch.compile traces: the compiled PyTorch step fuses better than a graph break around a native call)."""
+    lib = native.usable(gates, R)
+    if lib is None:
+        return None
+    B, NH, _, DH = gates.shape
+    new = torch.empty(4, B, NH, DH, dtype=gates.dtype)  # c, n, m, h
+    raw = torch.empty(B, NH, 4 * DH, dtype=gates.dtype)  # scratch
+    native.call(lib, "slstm_step", gates.dtype, (NH, B, DH, forget_gate == "exp"),
+                (gates.contiguous(), R.contiguous(), *(t.contiguous() for t in st), *new, raw))
+    c, n, m, h = new
+    return h, SLSTMState(c, n, m, h)
+
+
+@torch.compiler.disable  # the time loop stays one opaque call under torch.compile (native or not)
+def _sequence(gx: Tensor, R: Tensor, c0: Tensor, n0: Tensor, m0: Tensor, h0: Tensor, forget_gate: ForgetGate):
+    return _Sequence.apply(gx, R, c0, n0, m0, h0, forget_gate)
+
+
 def slstm_step(
     gates: Tensor,
     R: Tensor,
@@ -232,15 +253,10 @@ def slstm_step(
     """
     if not check:
         st = SLSTMState(*state)
-        lib = None if torch.is_grad_enabled() and (gates.requires_grad or R.requires_grad) else native.usable(gates, R)
-        if lib is not None:  # inference: the whole step in one native call
-            B, NH, _, DH = gates.shape
-            new = torch.empty(4, B, NH, DH, dtype=gates.dtype)  # c, n, m, h
-            raw = torch.empty(B, NH, 4 * DH, dtype=gates.dtype)  # scratch
-            native.call(lib, "slstm_step", gates.dtype, (NH, B, DH, forget_gate == "exp"),
-                        (gates.contiguous(), R.contiguous(), *(t.contiguous() for t in st), *new, raw))
-            st = SLSTMState(*new)
-            return st.h, st
+        if not (torch.is_grad_enabled() and (gates.requires_grad or R.requires_grad)):
+            out = _native_step(gates, R, st, forget_gate)  # inference: the whole step in one native call
+            if out is not None:
+                return out
         st = slstm_pointwise(torch.baddbmm(gates.transpose(0, 1).flatten(2), st.h.transpose(0, 1), R)
                              .view(gates.shape[1], gates.shape[0], 4, -1).transpose(0, 1), st, forget_gate)
         return st.h, st
@@ -267,7 +283,7 @@ def slstm_sequence(
     st = _prepare_state(initial_state, B, NH, DH, dt, gates.device)
     gx = gates.to(dt).permute(1, 2, 0, 3, 4).reshape(S, NH, B, 4 * DH)  # (S, NH, B, 4 DH)
     inner = (t.transpose(0, 1).contiguous() for t in st)  # (NH, B, DH) each
-    H, c, n, m, h = _Sequence.apply(gx, R.to(dt), *inner, forget_gate)
+    H, c, n, m, h = _sequence(gx, R.to(dt), *inner, forget_gate)
     out = H.permute(2, 0, 1, 3).to(gates.dtype)  # (B, S, NH, DH)
     if not return_state:
         return out

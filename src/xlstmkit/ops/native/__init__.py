@@ -138,7 +138,7 @@ def library() -> ctypes.CDLL | None:
 def usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     """The library if these tensors can go to it (CPU, float32 or float64, one dtype), else None."""
     t0 = tensors[0]
-    if torch.compiler.is_compiling():  # torch.compile traces the PyTorch ops instead (it cannot trace ctypes)
+    if torch.compiler.is_compiling():  # torch.compile cannot trace ctypes: callers run native calls outside the graph
         return None
     if t0.device.type != "cpu" or t0.dtype not in (torch.float32, torch.float64):
         return None
