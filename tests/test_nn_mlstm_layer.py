@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import xlstmkit.nn.linear as linear_mod
 from xlstmkit import xLSTMConfig
 from xlstmkit.nn.linear import (HeadwiseLinear, group_size, grouped_block_diag, headwise_linear,
-                                 headwise_linear_stack)
+                                 headwise_linear_shared, headwise_linear_stack)
 from xlstmkit.nn.mlstm_block import MLSTMBlock, MLSTMLayer
 
 
@@ -131,6 +131,53 @@ def test_headwise_linear_stack_equals_separate_calls(rows, bias):
         headwise_linear_stack(xs[:2], [HeadwiseLinear(12, 6, 3, bias=True), HeadwiseLinear(12, 6, 3)])
     with pytest.raises(ValueError, match="one length"):
         headwise_linear_stack(xs, layers[:2])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("rows", [5, 100])
+def test_headwise_linear_shared_equals_separate_maps(bias, rows, monkeypatch):
+    """q and k from one input in one call: outputs and all gradients of the separate maps, also when only one
+    output is used; float64 gradcheck through the grouped path."""
+    torch.manual_seed(2)
+    layers = [HeadwiseLinear(30, 18, 6, bias=bias).double() for _ in range(3)]
+    if bias:
+        for m in layers:
+            torch.nn.init.normal_(m.bias)
+    x = torch.randn(rows, 30, dtype=torch.float64, requires_grad=True)
+    ys = headwise_linear_shared(x, layers)
+    ys_ref = [naive_headwise(x, m.weight, m.bias) for m in layers]
+    params = [x, *(p for m in layers for p in m.parameters())]
+    for used in (slice(0, 3), slice(1, 2)):  # all outputs, and only the middle one
+        loss = sum((y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum() for y in ys[used])
+        loss_ref = sum((y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum() for y in ys_ref[used])
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        grads_ref = torch.autograd.grad(loss_ref, params, retain_graph=True, allow_unused=True)
+        for g, g_ref in zip(grads, grads_ref):
+            if g_ref is None:
+                assert g is None or (g == 0).all()
+            else:
+                torch.testing.assert_close(g, g_ref)
+    for y, y_ref in zip(ys, ys_ref):
+        torch.testing.assert_close(y, y_ref)
+    monkeypatch.setattr(linear_mod, "GROUP_MIN_ROWS", 1)
+    ws = [m.weight for m in layers[:2]]
+    small = torch.randn(4, 30, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w0, w1: headwise_linear_shared_fn(x, w0, w1, layers[:2]),
+                                    (small, ws[0].detach().requires_grad_(), ws[1].detach().requires_grad_()))
+    with pytest.raises(ValueError, match="one shape"):
+        headwise_linear_shared(x, [layers[0], HeadwiseLinear(30, 12, 6).double()])
+
+
+def headwise_linear_shared_fn(x, w0, w1, layers):
+    """headwise_linear_shared with the weights given as arguments (for gradcheck): same modules, weights swapped in."""
+    saved = [m.weight for m in layers]
+    try:
+        for m, w in zip(layers, (w0, w1)):
+            m._parameters["weight"] = w
+        return tuple(headwise_linear_shared(x, layers))
+    finally:
+        for m, w in zip(layers, saved):
+            m._parameters["weight"] = w
 
 
 def small_config(**overrides) -> xLSTMConfig:

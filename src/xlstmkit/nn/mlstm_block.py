@@ -20,7 +20,7 @@ from ..config import xLSTMConfig
 from ..ops.mlstm import MLSTMState, mlstm, mlstm_step, state_dtype, zero_state
 from .conv import CausalConv1d
 from .init import small_init_, wang_init_
-from .linear import HeadwiseLinear, headwise_linear_stack
+from .linear import HeadwiseLinear, headwise_linear_shared, headwise_linear_stack
 from .norms import LayerNorm, MultiHeadLayerNorm
 
 
@@ -119,7 +119,8 @@ class MLSTMLayer(nn.Module):
         # row-major x_c (free when the convolution returns it so): the SiLU, head-wise projections, gates, skip and
         # their backward passes are several times slower on a transposed (channel-major) view
         x_c = F.silu(x_c.contiguous())
-        q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_in)
+        q, k = headwise_linear_shared(x_c, [self.q_proj, self.k_proj])  # one batched matmul for both
+        v = self.v_proj(x_in)
         i, f = self._gates(x_c, x_in).split(NH, dim=-1)  # (B, S, NH) each
 
         def heads(t: Tensor) -> Tensor:  # (B, S, inner) -> (B, NH, S, DH)
