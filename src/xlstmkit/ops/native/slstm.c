@@ -20,15 +20,25 @@
 
 #define DEFINE_SLSTM(T, SUF, EXP, LOG1P, TANH, FMIN, FMAX, ABS)                                                     \
                                                                                                               \
+/* out (B, M) += coef (B, K) @ mat (K, M), as sums of scaled rows of mat: each row is read once and reused for  \
+ * every b, and the innermost loop runs over M contiguous numbers (vectorised without reassociating a sum). */   \
+static void add_rows_product_##SUF(int B, int K, int M, const T *restrict coef, const T *restrict mat,        \
+                                   T *restrict out) {                                                        \
+    for (int k = 0; k < K; ++k) {                                                                             \
+        const T *restrict row = mat + (size_t)k * M;                                                          \
+        for (int b = 0; b < B; ++b) {                                                                         \
+            const T a = coef[(size_t)b * K + k];                                                              \
+            T *restrict o = out + (size_t)b * M;                                                              \
+            for (int j = 0; j < M; ++j) o[j] += a * row[j];                                                   \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
 /* out (G) = g (G) + sum_e h[e] * R[e, :] */                                                                  \
 static void recurrent_preact_##SUF(int DH, int G, const T *restrict g, const T *restrict h,                  \
                                    const T *restrict R, T *restrict out) {                                   \
     for (int j = 0; j < G; ++j) out[j] = g[j];                                                                \
-    for (int e = 0; e < DH; ++e) {                                                                            \
-        const T he = h[e];                                                                                    \
-        const T *restrict row = R + (size_t)e * G;                                                            \
-        for (int j = 0; j < G; ++j) out[j] += he * row[j];                                                    \
-    }                                                                                                         \
+    add_rows_product_##SUF(1, DH, G, h, R, out);                                                              \
 }                                                                                                             \
                                                                                                               \
 /* the gate arithmetic of one step for one (head, batch) row of DH units */                                   \
@@ -69,14 +79,7 @@ void slstm_forward_##SUF(int S, int NH, int B, int DH, int exp_forget, const T *
             const T *h0 = H + t * state_step + r0 * DH;                                                       \
             /* all B rows of the head at once: each row of R is read once per step and reused for every b */ \
             for (size_t j = 0; j < (size_t)B * G; ++j) raw0[j] = gx[t * gate_step + r0 * G + j];              \
-            for (int e = 0; e < DH; ++e) {                                                                    \
-                const T *restrict row = Rh + (size_t)e * G;                                                   \
-                for (int b = 0; b < B; ++b) {                                                                 \
-                    const T he = h0[(size_t)b * DH + e];                                                      \
-                    T *restrict out = raw0 + (size_t)b * G;                                                   \
-                    for (int j = 0; j < G; ++j) out[j] += he * row[j];                                        \
-                }                                                                                             \
-            }                                                                                                 \
+            add_rows_product_##SUF(B, DH, G, h0, Rh, raw0);                                                   \
             for (int b = 0; b < B; ++b) {                                                                     \
                 const size_t s0 = t * state_step + (r0 + b) * DH, s1 = s0 + state_step;                      \
                 pointwise_##SUF(DH, exp_forget, raw0 + (size_t)b * G, C + s0, N + s0, M + s0, C + s1, N + s1, \
@@ -154,14 +157,7 @@ void slstm_backward_##SUF(int S, int NH, int B, int DH, int exp_forget, const T 
             T *dhr0 = dh_rec + (size_t)nh * B * DH;                                                           \
             const T *dg0 = dgx + t * gate_step + (size_t)nh * B * G;                                          \
             for (size_t d = 0; d < (size_t)B * DH; ++d) dhr0[d] = (T)0;                                       \
-            for (int j = 0; j < G; ++j) {                                                                     \
-                const T *restrict col = Rth + (size_t)j * DH;                                                 \
-                for (int b = 0; b < B; ++b) {                                                                 \
-                    const T gj = dg0[(size_t)b * G + j];                                                      \
-                    T *restrict out = dhr0 + (size_t)b * DH;                                                  \
-                    for (int d = 0; d < DH; ++d) out[d] += gj * col[d];                                       \
-                }                                                                                             \
-            }                                                                                                 \
+            add_rows_product_##SUF(B, G, DH, dg0, Rth, dhr0);                                                 \
         }                                                                                                     \
     }                                                                                                         \
 }
