@@ -27,6 +27,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from . import native
 
 ForgetGate = Literal["sigmoid", "exp"]
 
@@ -525,10 +526,31 @@ def mlstm_step(
     skips the input checks and expects `state` given, as (C, n, m), and every input in the state's dtype.
     """
     if not check:
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, i, f))):
+            out = _native_step(q, k, v, i, f, state, eps, forget_gate)  # inference: one native call
+            if out is not None:
+                return out
         return _step_core(q, k * (q.shape[-1] ** -0.5), v, i, log_forget(f, forget_gate), state, eps)
     qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, state, forget_gate, step=True)
     h, new = _step_core(qf, kf, vf, i_, logf, st, eps)
     return h.to(v.dtype), new
+
+
+def _native_step(q, k, v, i, f, state, eps: float, forget_gate: ForgetGate) -> tuple[Tensor, MLSTMState] | None:
+    """One inference step in the native library (ops/native/mlstm.c); None when it does not apply (no library,
+    not CPU float32/float64, or while torch.compile traces, which fuses the PyTorch step better)."""
+    lib = native.usable(q, k, v, i, f, *state)
+    if lib is None:
+        return None
+    B, NH, DQK = q.shape
+    DV = v.shape[-1]
+    C1 = torch.empty(B, NH, DQK, DV, dtype=q.dtype)
+    n1 = torch.empty(B, NH, DQK, dtype=q.dtype)
+    m1 = torch.empty(B, NH, dtype=q.dtype)
+    h = torch.empty(B, NH, DV, dtype=q.dtype)
+    native.call(lib, "mlstm_step", q.dtype, (B * NH, DQK, DV, forget_gate == "exp", eps),
+                (*(t.contiguous() for t in (q, k, v, i, f, *state)), C1, n1, m1, h))
+    return h, MLSTMState(C1, n1, m1)
 
 
 def _step_core(q, k, v, i, logf, st: MLSTMState, eps: float) -> tuple[Tensor, MLSTMState]:

@@ -1,15 +1,17 @@
-"""The optional native sLSTM loop: `slstm.c`, compiled on first use with the system C compiler, called via ctypes.
+"""The optional native recurrences: `slstm.c` (the sLSTM time loop, forward and backward, and its one-token step)
+and `mlstm.c` (the mLSTM's one-token inference step), compiled on first use with the system C compiler into one
+library, called via ctypes.
 
-Why: the sLSTM recurrence is inherently sequential, and run as PyTorch ops each time step costs a dozen operator
-dispatches (a few microseconds each) around very little arithmetic. The C loop does a step in one pass over the
-head's numbers, so the per-step Python and dispatch overhead disappears; the work that can be batched over time (the
-input projections, the backward's pointwise factors, the recurrent weight gradient) stays in PyTorch.
+Why: a recurrence is inherently sequential, and run as PyTorch ops each time step costs a dozen operator dispatches
+(a few microseconds each) around very little arithmetic. The C loops do a step in one pass over a head's numbers,
+so the per-step Python and dispatch overhead disappears; the work that can be batched over time (the input
+projections, the recurrent weight gradient, the chunkwise mLSTM) stays in PyTorch.
 
 Nothing is compiled at install time. On the first call in a fresh environment the source is compiled (about a
 second) into a cache folder (`$XLSTMKIT_CACHE`, else `$XDG_CACHE_HOME/xlstmkit`, else `~/.cache/xlstmkit`), keyed by
 the source, the compiler and the CPU; later processes load the cached library. If there is no compiler or the
 build fails, xlstmkit warns once, in one line, and computes the same function with PyTorch ops. `XLSTMKIT_NATIVE=0`
-turns the native loop off without a warning; `use_native(False)` does so for a block of code (tests, benchmarks).
+turns the native loops off without a warning; `use_native(False)` does so for a block of code (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("slstm.c")
-ABI = 2  # must match xlstmkit_native_abi() in slstm.c
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("slstm.c", "mlstm.c"))
+ABI = 3  # must match xlstmkit_native_abi() in slstm.c
 # -ffast-math lets the compiler call glibc's vectorised exp/log1p/tanh; it is given when compiling only, not when
 # linking, so that the library does not switch the whole process to flush-denormals-to-zero (crtfastmath.o)
 COMPILE_FLAG_SETS = (["-O3", "-march=native", "-ffast-math"], ["-O3", "-ffast-math"], ["-O2"])
@@ -73,15 +75,17 @@ def _build(cc: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        obj, lib = Path(tmp) / "slstm.o", Path(tmp) / target.name
+        lib = Path(tmp) / target.name
         for flags in COMPILE_FLAG_SETS:
-            proc = subprocess.run([cc, *flags, "-fPIC", "-c", str(SOURCE), "-o", str(obj)], capture_output=True,
-                                  text=True, timeout=300)
-            if proc.returncode != 0:
-                errors.append(proc.stderr.strip().splitlines()[-1:] or ["?"])
+            objects = [Path(tmp) / f"{src.stem}.o" for src in SOURCES]
+            procs = [subprocess.run([cc, *flags, "-fPIC", "-c", str(src), "-o", str(obj)], capture_output=True,
+                                    text=True, timeout=300) for src, obj in zip(SOURCES, objects)]
+            failed = [p for p in procs if p.returncode != 0]
+            if failed:
+                errors.append(failed[0].stderr.strip().splitlines()[-1:] or ["?"])
                 continue
             for libs in LINK_LIB_SETS:
-                proc = subprocess.run([cc, "-shared", str(obj), "-o", str(lib), *libs], capture_output=True,
+                proc = subprocess.run([cc, "-shared", *map(str, objects), "-o", str(lib), *libs], capture_output=True,
                                       text=True, timeout=300)
                 if proc.returncode == 0:
                     os.replace(lib, target)
@@ -96,17 +100,18 @@ def _declare(lib: ctypes.CDLL) -> None:
         getattr(lib, f"slstm_forward_{suf}").argtypes = [i] * 5 + [p] * 7
         getattr(lib, f"slstm_step_{suf}").argtypes = [i] * 4 + [p] * 11
         getattr(lib, f"slstm_backward_{suf}").argtypes = [i] * 5 + [p] * 11
-        for name in ("forward", "step", "backward"):
-            getattr(lib, f"slstm_{name}_{suf}").restype = None
+        getattr(lib, f"mlstm_step_{suf}").argtypes = [i] * 4 + [ctypes.c_double] + [p] * 12
+        for name in ("slstm_forward", "slstm_step", "slstm_backward", "mlstm_step"):
+            getattr(lib, f"{name}_{suf}").restype = None
 
 
 def _load() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
-    key = hashlib.sha256(SOURCE.read_bytes() + _machine_key(cc).encode()).hexdigest()[:16]
+    key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + _machine_key(cc).encode()).hexdigest()[:16]
     suffix = ".dll" if platform.system() == "Windows" else ".so"
-    target = cache_dir() / f"slstm-{key}{suffix}"
+    target = cache_dir() / f"recurrences-{key}{suffix}"
     if not target.exists():
         _build(cc, target)
     lib = ctypes.CDLL(str(target))
@@ -128,7 +133,7 @@ def library() -> ctypes.CDLL | None:
                 try:
                     _library = _load()
                 except Exception as exc:  # noqa: BLE001 -- any failure means: fall back, say so once
-                    warnings.warn(f"xlstmkit: native sLSTM loop unavailable ({exc}); using PyTorch ops "
+                    warnings.warn(f"xlstmkit: native recurrences unavailable ({exc}); using PyTorch ops "
                                   "(same results, slower; XLSTMKIT_NATIVE=0 silences this)", RuntimeWarning,
                                   stacklevel=3)
                 _tried = True
@@ -158,9 +163,9 @@ def use_native(enabled: bool) -> Iterator[None]:
         _override = previous
 
 
-def call(lib: ctypes.CDLL, name: str, dtype: torch.dtype, ints: tuple[int, ...],
+def call(lib: ctypes.CDLL, name: str, dtype: torch.dtype, ints: tuple[int | float, ...],
          tensors: tuple[torch.Tensor | None, ...]) -> None:
-    """lib.<name>_<f32|f64>(*ints, *data pointers of tensors). The tensors must be contiguous; this frame holds
+    """lib.<name>_<f32|f64>(*ints, *data pointers of tensors) (`ints`: the scalar arguments). The tensors must be contiguous; this frame holds
     them until the C function returns (a pointer to a temporary that was already freed is the classic ctypes bug)."""
     pointers = []
     for t in tensors:

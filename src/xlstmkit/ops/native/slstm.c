@@ -165,5 +165,5 @@ void slstm_backward_##SUF(int S, int NH, int B, int DH, int exp_forget, const T 
 DEFINE_SLSTM(float, f32, expf, log1pf, tanhf, fminf, fmaxf, fabsf)
 DEFINE_SLSTM(double, f64, exp, log1p, tanh, fmin, fmax, fabs)
 
-/* the version of this interface; the loader refuses a library that reports another */
-int xlstmkit_native_abi(void) { return 2; }
+/* the version of this interface (slstm.c and mlstm.c); the loader refuses a library that reports another */
+int xlstmkit_native_abi(void) { return 3; }

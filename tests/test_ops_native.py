@@ -1,7 +1,8 @@
-"""The native sLSTM loop (src/xlstmkit/ops/native) against the PyTorch-ops loop it replaces: the same values, states
-and gradients at awkward lengths, with states in and out, both forget gates, extreme gate values, float64 gradcheck
-of the fallback (tests/test_ops_slstm.py gradchecks the default, native path); the one-token step; the fallback (a missing compiler gives one warning and the same numbers);
-and that loading the library leaves the process's floating-point mode alone.
+"""The native recurrences (src/xlstmkit/ops/native) against the PyTorch ops they replace. The sLSTM time loop: the
+same values, states and gradients at awkward lengths, with states in and out, both forget gates, extreme gate
+values, float64 gradcheck of the fallback (tests/test_ops_slstm.py gradchecks the default, native path). The
+one-token steps of the sLSTM and the mLSTM. The fallback (a missing compiler gives one warning and the same
+numbers), and that loading the library leaves the process's floating-point mode alone.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import sys
 import pytest
 import torch
 
-from xlstmkit.ops import native
+from xlstmkit.ops import mlstm_step, native
+from xlstmkit.ops.mlstm import MLSTMState
 from xlstmkit.ops.slstm import SLSTMState, slstm_sequence, slstm_step
 
 from conftest import assert_close, make_slstm_inputs
 
 F64, F32 = torch.float64, torch.float32
-pytestmark = pytest.mark.skipif(native.library() is None, reason="the native sLSTM loop could not be built here")
+pytestmark = pytest.mark.skipif(native.library() is None, reason="the native library could not be built here")
 
 
 def run(use: bool, gates, R, state0, forget_gate, seed=5):
@@ -118,6 +120,39 @@ def test_native_step_matches_torch_step(B):
                 assert_close(f"step {t} {name}", a, b, 1e-5, 1e-6)
 
 
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("forget_gate", ["sigmoid", "exp"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_native_mlstm_step_matches_torch_step(B, forget_gate, dtype):
+    """The mLSTM inference step (check=False under no_grad) in C equals the PyTorch step over several tokens, from
+    an empty state and through gate pre-activations of +-30 (the stabiliser moves) and a strong forget."""
+    NH, DQK, DV = 2, 8, 12
+    g = torch.Generator().manual_seed(B)
+    S = 6
+    q, k = (torch.randn(B, S, NH, DQK, generator=g, dtype=dtype) for _ in range(2))
+    v = torch.randn(B, S, NH, DV, generator=g, dtype=dtype)
+    i = torch.randn(B, S, NH, generator=g, dtype=dtype) * torch.tensor([1, 30, 1, -30, 1, 1], dtype=dtype)[:, None]
+    f = torch.randn(B, S, NH, generator=g, dtype=dtype) + torch.tensor([2, 2, -20, 2, 5, 0], dtype=dtype)[:, None]
+    zeros = MLSTMState(torch.zeros(B, NH, DQK, DV, dtype=dtype), torch.zeros(B, NH, DQK, dtype=dtype),
+                       torch.zeros(B, NH, dtype=dtype))
+    st_ref = st = zeros
+    # float32: both paths are ~7e-5 from float64 here (a near-cancelling q^T n), so they differ by that much
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == F32 else dict(rtol=1e-12, atol=1e-13)
+    with torch.no_grad():
+        for t in range(S):
+            args = (q[:, t], k[:, t], v[:, t], i[:, t], f[:, t])
+            with native.use_native(False):
+                h_ref, st_ref = mlstm_step(*args, st_ref, forget_gate=forget_gate, check=False)
+            with native.use_native(True):
+                h, st_new = mlstm_step(*args, st, forget_gate=forget_gate, check=False)
+            assert all(a.data_ptr() != b.data_ptr() for a, b in zip(st, st_new))  # the old state is not reused
+            st = st_new
+            torch.testing.assert_close(h, h_ref, **tol)
+            for a, b in zip(st, st_ref):
+                torch.testing.assert_close(a, b, **tol)
+    assert torch.equal(zeros.C, torch.zeros_like(zeros.C))  # inputs untouched
+
+
 def test_step_keeps_autograd_when_grad_is_needed():
     gates, R = make_slstm_inputs(1, 1, 2, 4, seed=0, dtype=F32, requires_grad=True)
     st = SLSTMState(*(torch.zeros(1, 2, 4) for _ in range(4)))
@@ -166,7 +201,7 @@ def test_env_switch_and_fresh_build(tmp_path):
     assert list(tmp_path.iterdir()) == []
     assert _python(code, XLSTMKIT_CACHE=str(tmp_path)).stdout.strip() == "True"
     built = sorted(p.name for p in tmp_path.iterdir())
-    assert len(built) == 1 and built[0].startswith("slstm-")
+    assert len(built) == 1 and built[0].startswith("recurrences-")
     assert _python(code, XLSTMKIT_CACHE=str(tmp_path)).stdout.strip() == "True"
     assert sorted(p.name for p in tmp_path.iterdir()) == built
 
