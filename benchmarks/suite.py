@@ -27,14 +27,19 @@ sys.path.insert(0, str(HERE))
 from measure import matmul_peak_gflops  # noqa: E402
 
 
-def run(script: str, *extra: str) -> list[dict]:
+def run_lines(script: str, *extra: str) -> list[str]:
     cmd = [sys.executable, str(HERE / script), *extra]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"{script} failed with exit code {proc.returncode}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc.stdout.splitlines()
+
+
+def run(script: str, *extra: str) -> list[dict]:
+    """A suite script's results: its JSON lines."""
+    return [json.loads(line) for line in run_lines(script, *extra) if line.startswith("{")]
 
 
 def fmt(v) -> str:
@@ -97,6 +102,11 @@ def main() -> None:
         "### xLSTM-7B architecture: transformers vs xlstmkit `xLSTMLarge` (same weights), and a matched Llama",
         "",
         table(hf_rows, "xlstmkit xLSTMLarge"),
+        "",
+        "### The sLSTM time loop alone: official `vanilla` loop vs xlstmkit's PyTorch and native loops",
+        "",
+        *run_lines("slstm_loop.py", "--threads", str(torch.get_num_threads()), "--repeats",
+                   "2" if args.quick else "5"),
     ]
     # achieved FLOP/s of xlstmkit's training at B=8, T=256 (6 N FLOPs per token, N = parameters)
     for rows, name in ((official, "xlstmkit"), (hf_rows, "xlstmkit xLSTMLarge")):
@@ -108,7 +118,10 @@ def main() -> None:
             parts.append(f"\n{name}: training at B=8, T=256 achieves about {gflops:.1f} GFLOP/s "
                          f"(6 N per token), {100 * gflops / peak32:.0f}% of the fp32 matmul peak.")
     text = "\n".join(parts)
-    (OUT / ("table-quick.md" if args.quick else "table.md")).write_text(text + "\n")  # a smoke run keeps the results
+    # a smoke run keeps the results; one thread is the reference table, other thread counts get their own file
+    name = "table-quick.md" if args.quick else ("table.md" if args.threads == 1 else
+                                                f"table-{torch.get_num_threads()}threads.md")
+    (OUT / name).write_text(text + "\n")
     print(text)
     if not args.skip_scaling:
         scaling = (["--max-len", "2048", "--official-max-len", "1024"] if args.quick else []) + \
