@@ -383,7 +383,7 @@ class _Chunkwise(torch.autograd.Function):
         dn_init = torch.addcmul(dn0[:, 0], decay[:, 0, None], Gn[:, 0])
         GCb = GC.view(BC, DQK, DV)
         # through decay = exp(g + m0 - m'): one dot product <G, state> per chunk
-        dg = decay * (torch.bmm(GCb.view(BC, 1, -1), C0.view(BC, -1, 1)).view(N, NC) + (Gn * n0).sum(-1))
+        dg = decay * (torch.linalg.vecdot(GC.flatten(-2), C0.flatten(-2)) + (Gn * n0).sum(-1))
         # ---- through the chunk's own addition kw^T v (and kw^T 1) to the state
         GC_ = lo(GCb)
         dkw = torch.bmm(v_, GC_.transpose(1, 2))  # (BC, L, DQK)
