@@ -206,6 +206,17 @@ def test_env_switch_and_fresh_build(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == built
 
 
+def test_unwritable_cache_falls_back_to_a_private_temporary_folder(tmp_path):
+    """A cache folder that cannot be created (a file stands in its way) still gives a working native library."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    code = "from xlstmkit.ops import native; print(native.library() is not None)"
+    (tmp_path / "tmp").mkdir()
+    proc = _python(code, XLSTMKIT_CACHE=str(blocker / "cache"), TMPDIR=str(tmp_path / "tmp"))
+    assert proc.stdout.strip() == "True", proc.stderr
+    assert any(p.name.startswith("recurrences-") for p in (tmp_path / "tmp").rglob("*"))
+
+
 def test_loading_keeps_denormals():
     """The library is compiled with -ffast-math but not linked with it: the process must not switch to
     flush-to-zero (which would change every other computation in it)."""

@@ -9,7 +9,8 @@ projections, the recurrent weight gradient, the chunkwise mLSTM) stays in PyTorc
 
 Nothing is compiled at install time. On the first call in a fresh environment the source is compiled (about a
 second) into a cache folder (`$XLSTMKIT_CACHE`, else `$XDG_CACHE_HOME/xlstmkit`, else `~/.cache/xlstmkit`), keyed by
-the source, the compiler and the CPU; later processes load the cached library. If there is no compiler or the
+the source, the compiler and the CPU (a private temporary folder where that cannot be written); later processes
+load the cached library. If there is no compiler or the
 build fails, xlstmkit warns once, in one line, and computes the same function with PyTorch ops. `XLSTMKIT_NATIVE=0`
 turns the native loops off without a warning; `use_native(False)` does so for a block of code (tests, benchmarks).
 """
@@ -111,9 +112,19 @@ def _load() -> ctypes.CDLL:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
     key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + _machine_key(cc).encode()).hexdigest()[:16]
     suffix = ".dll" if platform.system() == "Windows" else ".so"
-    target = cache_dir() / f"recurrences-{key}{suffix}"
-    if not target.exists():
-        _build(cc, target)
+    name = f"recurrences-{key}{suffix}"
+    # the cache folder, or a private temporary one where the cache cannot be written (a read-only home)
+    private_tmp = Path(tempfile.gettempdir()) / f"xlstmkit-{getattr(os, 'getuid', lambda: 'user')()}"
+    for folder in (cache_dir(), private_tmp):
+        target = folder / name
+        if target.exists():
+            break
+        try:
+            _build(cc, target)
+            break
+        except OSError:
+            if folder == private_tmp:
+                raise
     lib = ctypes.CDLL(str(target))
     lib.xlstmkit_native_abi.restype = ctypes.c_int
     if lib.xlstmkit_native_abi() != ABI:
