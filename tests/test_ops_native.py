@@ -153,12 +153,25 @@ def test_native_mlstm_step_matches_torch_step(B, forget_gate, dtype):
     assert torch.equal(zeros.C, torch.zeros_like(zeros.C))  # inputs untouched
 
 
-def test_step_keeps_autograd_when_grad_is_needed():
+def test_steps_keep_autograd_when_grad_is_needed():
+    """The unchecked steps stay differentiable whenever an input or only the state needs a gradient."""
     gates, R = make_slstm_inputs(1, 1, 2, 4, seed=0, dtype=F32, requires_grad=True)
     st = SLSTMState(*(torch.zeros(1, 2, 4) for _ in range(4)))
     h, _ = slstm_step(gates[:, 0], R, st, check=False)
     h.sum().backward()
     assert gates.grad is not None and gates.grad.abs().sum() > 0
+    c0 = torch.full((1, 2, 4), 0.5, requires_grad=True)
+    h, _ = slstm_step(gates[:, 0].detach(), R.detach(), (c0, torch.ones(1, 2, 4), torch.zeros(1, 2, 4),
+                                                          torch.zeros(1, 2, 4)), check=False)
+    h.sum().backward()
+    assert c0.grad is not None and c0.grad.abs().sum() > 0
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 4, generator=g) for _ in range(3))
+    C0 = torch.randn(1, 2, 4, 4, generator=g, requires_grad=True)
+    h, _ = mlstm_step(q, k, v, torch.zeros(1, 2), torch.full((1, 2), 3.0),
+                      (C0, torch.ones(1, 2, 4), torch.zeros(1, 2)), check=False)
+    h.sum().backward()
+    assert C0.grad is not None and C0.grad.abs().sum() > 0
 
 
 def test_native_off_switch():

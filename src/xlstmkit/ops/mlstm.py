@@ -526,7 +526,7 @@ def mlstm_step(
     skips the input checks and expects `state` given, as (C, n, m), and every input in the state's dtype.
     """
     if not check:
-        if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, i, f))):
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, i, f, *state))):
             out = _native_step(q, k, v, i, f, state, eps, forget_gate)  # inference: one native call
             if out is not None:
                 return out

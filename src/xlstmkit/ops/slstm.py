@@ -253,7 +253,7 @@ def slstm_step(
     """
     if not check:
         st = SLSTMState(*state)
-        if not (torch.is_grad_enabled() and (gates.requires_grad or R.requires_grad)):
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in (gates, R, *st))):
             out = _native_step(gates, R, st, forget_gate)  # inference: the whole step in one native call
             if out is not None:
                 return out
