@@ -74,6 +74,21 @@ def test_decode_step_sees_weight_updates():
         torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_clear_decode_cache_after_edits_through_data():
+    """Edits through `.data` are invisible to version counters: clear_decode_cache() makes decode_step see them."""
+    model = perturbed_model()
+    ids = torch.randint(0, V, (1, 3), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        _, state = model(ids[:, :2], return_state=True)
+        model.decode_step(ids[:, 2], state)  # builds the caches
+        for p in model.parameters():
+            p.data.mul_(1.5)
+        model.clear_decode_cache()
+        fast, _ = model.decode_step(ids[:, 2], state)
+        ref = model(ids[:, 2:3], state=state, mlstm_form="chunkwise")[:, 0]
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_decode_step_gradients_match_general_forward():
     """decode_step is differentiable and gives the general path's parameter gradients."""
     model = perturbed_model()

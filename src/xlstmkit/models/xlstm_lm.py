@@ -18,6 +18,7 @@ from ..config import xLSTMConfig
 from ..generation import GenerationMixin, check_input_ids
 from ..nn.block_stack import BlockState, xLSTMBlockStack
 from ..nn.init import small_init_
+from ..nn.weight_cache import clear_derived
 
 State = tuple[BlockState, ...]
 
@@ -81,6 +82,12 @@ class xLSTMLM(GenerationMixin, nn.Module):
         x = self.embedding_dropout(self.embedding(tokens))  # (B, E)
         x, new_state = self.stack.step(x, state)
         return self.head(x), new_state
+
+    def clear_decode_cache(self) -> None:
+        """Forget the fused weights cached for `decode_step`. Needed only after editing parameters through
+        `param.data`, which PyTorch hides from the version counters the cache checks (optimizer steps,
+        `load_state_dict` and assigned parameters are noticed by themselves)."""
+        clear_derived(self)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

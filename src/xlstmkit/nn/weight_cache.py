@@ -4,7 +4,8 @@ Generation steps one token at a time, where every extra operator call costs as m
 therefore precompute a fused form of several parameters (e.g. four gate projections as one matrix). The fused
 tensor is cached on the module (outside its state_dict), keyed by each source parameter's version counter and data
 pointer: an optimizer step (an in-place update), `load_state_dict` (in-place copy) or assigning a new Parameter all
-change the key, so a stale copy is never used.
+change the key, so a stale copy is never used. Edits through `param.data` bypass the version counter (PyTorch gives
+`.data` its own); after those, call `clear_derived(model)` (`xLSTMLM.clear_decode_cache()`).
 """
 
 from __future__ import annotations
@@ -29,3 +30,10 @@ def cached_derived(module: nn.Module, name: str, sources: Sequence[torch.Tensor]
         value = build()
     module.__dict__[slot] = (key, value)
     return value
+
+
+def clear_derived(module: nn.Module) -> None:
+    """Drop every cached derived weight in `module` and its submodules (they are rebuilt on next use)."""
+    for m in module.modules():
+        for slot in [k for k in m.__dict__ if k.startswith("_derived_")]:
+            del m.__dict__[slot]
