@@ -230,6 +230,31 @@ def test_unwritable_cache_falls_back_to_a_private_temporary_folder(tmp_path):
     assert any(p.name.startswith("recurrences-") for p in (tmp_path / "tmp").rglob("*"))
 
 
+def test_folders_other_users_can_write_are_not_trusted(tmp_path):
+    """Compiled code is loaded only from folders no one else can write to: a group/world-writable cache is skipped
+    for the private temporary folder, and if that one is not private either, the PyTorch loop is used, with the
+    reason in the one-line warning."""
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    shared.chmod(0o777)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code = ("import warnings\nwarnings.simplefilter('always')\nfrom xlstmkit.ops import native\n"
+            "print(native.library() is not None)")
+    proc = _python(code, XLSTMKIT_CACHE=str(shared), TMPDIR=str(tmp))
+    assert proc.stdout.strip() == "True", proc.stderr
+    assert list(shared.iterdir()) == []
+    private = next(tmp.iterdir())
+    assert private.stat().st_mode & 0o077 == 0  # created private
+    for p in private.iterdir():
+        p.unlink()
+    private.chmod(0o777)
+    proc = _python(code, XLSTMKIT_CACHE=str(shared), TMPDIR=str(tmp))
+    assert proc.stdout.strip() == "False"
+    assert "can be written by other users" in proc.stderr
+    assert list(private.iterdir()) == []
+
+
 def test_loading_keeps_denormals():
     """The library is compiled with -ffast-math but not linked with it: the process must not switch to
     flush-to-zero (which would change every other computation in it)."""

@@ -9,8 +9,9 @@ projections, the recurrent weight gradient, the chunkwise mLSTM) stays in PyTorc
 
 Nothing is compiled at install time. On the first call in a fresh environment the source is compiled (about a
 second) into a cache folder (`$XLSTMKIT_CACHE`, else `$XDG_CACHE_HOME/xlstmkit`, else `~/.cache/xlstmkit`), keyed by
-the source, the compiler and the CPU (a private temporary folder where that cannot be written); later processes
-load the cached library. If there is no compiler or the
+the source, the compiler and the CPU; later processes load the cached library. Compiled code is loaded only from
+a folder no other user can write to; where the cache folder cannot be written or is shared, a private temporary
+folder is used. If there is no compiler or the
 build fails, xlstmkit warns once, in one line, and computes the same function with PyTorch ops. `XLSTMKIT_NATIVE=0`
 turns the native loops off without a warning; `use_native(False)` does so for a block of code (tests, benchmarks).
 """
@@ -106,6 +107,16 @@ def _declare(lib: ctypes.CDLL) -> None:
             getattr(lib, f"{name}_{suf}").restype = None
 
 
+def _check_private(folder: Path) -> None:
+    """Create `folder` (mode 700) if needed, and refuse it unless only this user can write to it: code loaded from a
+    folder that others can write to (a shared /tmp above all) could be theirs."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if hasattr(os, "getuid"):
+        st = folder.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise PermissionError(f"{folder} can be written by other users; not loading compiled code from it")
+
+
 def _load() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
@@ -113,14 +124,15 @@ def _load() -> ctypes.CDLL:
     key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + _machine_key(cc).encode()).hexdigest()[:16]
     suffix = ".dll" if platform.system() == "Windows" else ".so"
     name = f"recurrences-{key}{suffix}"
-    # the cache folder, or a private temporary one where the cache cannot be written (a read-only home)
+    # the cache folder, or a private temporary one where the cache cannot be written (a read-only home) or is not
+    # private to this user
     private_tmp = Path(tempfile.gettempdir()) / f"xlstmkit-{getattr(os, 'getuid', lambda: 'user')()}"
     for folder in (cache_dir(), private_tmp):
         target = folder / name
-        if target.exists():
-            break
         try:
-            _build(cc, target)
+            _check_private(folder)
+            if not target.exists():
+                _build(cc, target)
             break
         except OSError:
             if folder == private_tmp:
