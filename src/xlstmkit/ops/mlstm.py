@@ -49,13 +49,15 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def check_forget_gate(forget_gate: str) -> None:
+    if forget_gate not in ("sigmoid", "exp"):
+        raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {forget_gate!r}")
+
+
 def log_forget(f: Tensor, forget_gate: ForgetGate) -> Tensor:
     """log f_t for the sigmoid (default) or exponential forget gate, from the pre-activation f~_t."""
-    if forget_gate == "sigmoid":
-        return F.logsigmoid(f)
-    if forget_gate == "exp":
-        return f
-    raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {forget_gate!r}")
+    check_forget_gate(forget_gate)
+    return F.logsigmoid(f) if forget_gate == "sigmoid" else f
 
 
 def zero_state(B: int, NH: int, DQK: int, DV: int, *, dtype=torch.float32, device=None) -> MLSTMState:
@@ -526,10 +528,9 @@ def mlstm_step(
     skips the input checks and expects `state` given, as (C, n, m), and every input in the state's dtype.
     """
     if not check:
-        if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, i, f, *state))):
-            out = _native_step(q, k, v, i, f, state, eps, forget_gate)  # inference: one native call
-            if out is not None:
-                return out
+        out = _native_step(q, k, v, i, f, state, eps, forget_gate)  # inference: one native call
+        if out is not None:
+            return out
         return _step_core(q, k * (q.shape[-1] ** -0.5), v, i, log_forget(f, forget_gate), state, eps)
     qf, kf, vf, i_, logf, st = _begin(q, k, v, i, f, state, forget_gate, step=True)
     h, new = _step_core(qf, kf, vf, i_, logf, st, eps)
@@ -537,9 +538,10 @@ def mlstm_step(
 
 
 def _native_step(q, k, v, i, f, state, eps: float, forget_gate: ForgetGate) -> tuple[Tensor, MLSTMState] | None:
-    """One inference step in the native library (ops/native/mlstm.c); None when it does not apply (no library,
-    not CPU float32/float64, or while torch.compile traces, which fuses the PyTorch step better)."""
-    lib = native.usable(q, k, v, i, f, *state)
+    """One inference step in the native library (ops/native/mlstm.c); None when it does not apply (a gradient is
+    needed, no library, not CPU float32/float64, or while torch.compile traces, which fuses the PyTorch step
+    better)."""
+    lib = native.usable_for_inference(q, k, v, i, f, *state)
     if lib is None:
         return None
     B, NH, DQK = q.shape

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import native
-from .mlstm import ForgetGate, _autocast_off, log_forget, state_dtype
+from .mlstm import ForgetGate, _autocast_off, check_forget_gate, log_forget, state_dtype
 
 
 class SLSTMState(NamedTuple):
@@ -45,8 +45,7 @@ def slstm_zero_state(B: int, NH: int, DH: int, *, dtype=torch.float32, device=No
 
 
 def _check(gates: Tensor, R: Tensor, step: bool, forget_gate: str) -> None:
-    if forget_gate not in ("sigmoid", "exp"):
-        raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {forget_gate!r}")
+    check_forget_gate(forget_gate)
     for name, t in (("gates", gates), ("R", R)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -219,9 +218,10 @@ def _recurrent_preact(h: Tensor, R: Tensor) -> Tensor:
 
 def _native_step(gates: Tensor, R: Tensor, st: SLSTMState, forget_gate: ForgetGate
                  ) -> tuple[Tensor, SLSTMState] | None:
-    """One inference step in the native library (None when it is not available for these tensors, and while
-    torch.compile traces: the compiled PyTorch step fuses better than a graph break around a native call)."""
-    lib = native.usable(gates, R)
+    """One inference step in the native library (None when a gradient is needed, when the library is not
+    available for these tensors, and while torch.compile traces: the compiled PyTorch step fuses better than a
+    graph break around a native call)."""
+    lib = native.usable_for_inference(gates, R, *st)
     if lib is None:
         return None
     B, NH, _, DH = gates.shape
@@ -253,10 +253,9 @@ def slstm_step(
     """
     if not check:
         st = SLSTMState(*state)
-        if not (torch.is_grad_enabled() and any(t.requires_grad for t in (gates, R, *st))):
-            out = _native_step(gates, R, st, forget_gate)  # inference: the whole step in one native call
-            if out is not None:
-                return out
+        out = _native_step(gates, R, st, forget_gate)  # inference: the whole step in one native call
+        if out is not None:
+            return out
         st = slstm_pointwise(torch.baddbmm(gates.transpose(0, 1).flatten(2), st.h.transpose(0, 1), R)
                              .view(gates.shape[1], gates.shape[0], 4, -1).transpose(0, 1), st, forget_gate)
         return st.h, st

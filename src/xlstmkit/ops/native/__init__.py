@@ -175,6 +175,14 @@ def usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     return library()
 
 
+def usable_for_inference(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+    """`usable`, and None as well when autograd would need to record these tensors (the native steps have no
+    backward: a gradient must keep the PyTorch path)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    return usable(*tensors)
+
+
 @contextlib.contextmanager
 def use_native(enabled: bool) -> Iterator[None]:
     """Turn the native loop on or off inside a `with` block (on = if it can be built)."""
@@ -198,4 +206,4 @@ def call(lib: ctypes.CDLL, name: str, dtype: torch.dtype, ints: tuple[int | floa
     getattr(lib, f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")(*ints, *pointers)
 
 
-__all__ = ["cache_dir", "library", "usable", "use_native"]
+__all__ = ["cache_dir", "library", "usable", "usable_for_inference", "use_native"]
