@@ -52,6 +52,14 @@ def test_decode_step_matches_general_forward(overrides):
         torch.testing.assert_close(first, model(ids[:, :1], mlstm_form="chunkwise")[:, 0], rtol=1e-5, atol=1e-5)
 
 
+def assert_decode_matches_forward(model, token_ids, state, reference=None) -> None:
+    """decode_step on one token (B, 1) from `state` gives the logits of the general (chunkwise) forward of
+    `reference` (default: the model itself)."""
+    fast, _ = model.decode_step(token_ids[:, 0], state)
+    ref = (reference or model)(token_ids, state=state, mlstm_form="chunkwise")[:, 0]
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_decode_step_sees_weight_updates():
     """Fused weights cached for decoding are rebuilt after the parameters change in place (an optimizer step) or
     are reloaded (load_state_dict): decode_step keeps matching the general forward."""
@@ -62,16 +70,12 @@ def test_decode_step_sees_weight_updates():
         model.decode_step(ids[:, 2], state)  # builds the caches
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))  # in place, as an optimizer step
-        fast, _ = model.decode_step(ids[:, 2], state)
-        ref = model(ids[:, 2:3], state=state, mlstm_form="chunkwise")[:, 0]
-        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+        assert_decode_matches_forward(model, ids[:, 2:3], state)
         other = perturbed_model()
         for p in other.parameters():
             p.add_(0.05 * torch.randn_like(p))
         model.load_state_dict(other.state_dict())
-        fast, _ = model.decode_step(ids[:, 2], state)
-        ref = other(ids[:, 2:3], state=state, mlstm_form="chunkwise")[:, 0]
-        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+        assert_decode_matches_forward(model, ids[:, 2:3], state, reference=other)
 
 
 def test_clear_decode_cache_after_edits_through_data():
@@ -84,9 +88,7 @@ def test_clear_decode_cache_after_edits_through_data():
         for p in model.parameters():
             p.data.mul_(1.5)
         model.clear_decode_cache()
-        fast, _ = model.decode_step(ids[:, 2], state)
-        ref = model(ids[:, 2:3], state=state, mlstm_form="chunkwise")[:, 0]
-        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+        assert_decode_matches_forward(model, ids[:, 2:3], state)
 
 
 def test_decode_step_gradients_match_general_forward():
