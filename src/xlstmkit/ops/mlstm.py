@@ -21,15 +21,13 @@ the states, gate exponentials and normaliser in float32; the other forms run in 
 
 from __future__ import annotations
 
-import functools
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from . import native
-
-ForgetGate = Literal["sigmoid", "exp"]
+from .gates import ForgetGate, autocast_off as _autocast_off, check_forget_gate, log_forget, state_dtype
 
 
 class MLSTMState(NamedTuple):
@@ -42,22 +40,6 @@ class MLSTMState(NamedTuple):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # shared pieces
-
-
-def state_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the recurrence is computed and stored in: float32, or float64 for float64 inputs."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def check_forget_gate(forget_gate: str) -> None:
-    if forget_gate not in ("sigmoid", "exp"):
-        raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {forget_gate!r}")
-
-
-def log_forget(f: Tensor, forget_gate: ForgetGate) -> Tensor:
-    """log f_t for the sigmoid (default) or exponential forget gate, from the pre-activation f~_t."""
-    check_forget_gate(forget_gate)
-    return F.logsigmoid(f) if forget_gate == "sigmoid" else f
 
 
 def zero_state(B: int, NH: int, DQK: int, DV: int, *, dtype=torch.float32, device=None) -> MLSTMState:
@@ -102,20 +84,6 @@ def _prepare_state(initial_state, B: int, NH: int, DQK: int, DV: int, dtype, dev
         if tuple(t.shape) != shape:
             raise ValueError(f"initial_state {name} must have shape {shape}, got {tuple(t.shape)}")
     return MLSTMState(C.to(dtype), n.to(dtype), m.to(dtype).detach())  # the stabiliser carries no gradient
-
-
-def _autocast_off(fn):
-    """Run a custom autograd Function's forward or backward with autocast disabled: the ops upcast their inputs to
-    the state dtype themselves, and a hand-written backward must see the dtypes its forward saw (under autocast,
-    the forward's matmuls would silently run in bf16 and the backward would mix dtypes)."""
-
-    @functools.wraps(fn)
-    def wrapper(ctx, *args):
-        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
-        with torch.autocast(device_type=device, enabled=False):
-            return fn(ctx, *args)
-
-    return wrapper
 
 
 def _denominator(qn: Tensor, m: Tensor, eps: float) -> Tensor:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import native
-from .mlstm import ForgetGate, _autocast_off, check_forget_gate, log_forget, state_dtype
+from .gates import ForgetGate, autocast_off as _autocast_off, check_forget_gate, log_forget, state_dtype
 
 
 class SLSTMState(NamedTuple):
