@@ -50,7 +50,7 @@ def big(dtype: torch.dtype) -> float:
 
 def to_infinite(m: Tensor) -> Tensor:
     """m = +-BIG back to +-inf, for a state handed to the caller."""
-    return torch.where(m.abs() < big(m.dtype), m, m * math.inf)
+    return m / (m.abs() < big(m.dtype))  # +-BIG / 0 = +-inf; anything else / 1
 
 
 # ----------------------------------------------------------------------------------------------------------------------
