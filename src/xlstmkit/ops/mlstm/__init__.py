@@ -12,11 +12,11 @@ n (B, NH, DQK), m (B, NH), float32 (float64 for float64 inputs).
 """
 
 from ..gates import log_forget, state_dtype
-from .chunkwise import _Chunkwise, mlstm_chunkwise
+from .chunkwise import _Chunkwise, mlstm_chunkwise  # noqa: F401 (_Chunkwise: tests)
 from .common import MLSTMState, zero_state
 from .parallel import mlstm_parallel
 from .reference import mlstm_reference
-from .step import _mlstm_step_unchecked, _step_core, mlstm_recurrent, mlstm_step
+from .step import _mlstm_step_unchecked, _step_core, mlstm_recurrent, mlstm_step  # noqa: F401 (private: layers, tests)
 
 MLSTM_FORMS = {"parallel": mlstm_parallel, "chunkwise": mlstm_chunkwise, "recurrent": mlstm_recurrent}
 

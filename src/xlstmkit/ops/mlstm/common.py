@@ -170,8 +170,8 @@ def prepare_gates(i: Tensor, f: Tensor, forget_gate: ForgetGate, mask: Tensor | 
 def prepare(q, k, v, i, f, initial_state, forget_gate, eps, mask, *, step: bool = False, keep_low: bool = False):
     """Validate everything, then: the state in the computation dtype (float32, float64 for float64 inputs), keys
     scaled by DQK^-1/2, gates as `prepare_gates`, masked steps' q, k, v zeroed (a padded step writes and reads
-    nothing, whatever its contents, and its h is 0). With `keep_low` (the chunkwise form), q, k, v that arrive in autocast's dtype stay in it:
-    they are only ever matmul operands there."""
+    nothing, whatever its contents, and its h is 0). With `keep_low` (the chunkwise form), q, k, v that arrive in
+    autocast's dtype stay in it: they are only ever matmul operands there."""
     check_inputs(q, k, v, i, f, step=step)
     check_forget_gate(forget_gate)
     check_eps(eps)

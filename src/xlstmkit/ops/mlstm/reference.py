@@ -37,7 +37,7 @@ def mlstm_reference(
     B, NH, S, DQK = q.shape
     DV = v.shape[-1]
     check_mask(mask, (B, S), q.device)
-    out_dtype, dt = v.dtype, state_dtype(v.dtype)  # the state and the arithmetic: float32, or float64 for float64 inputs
+    out_dtype, dt = v.dtype, state_dtype(v.dtype)  # state and arithmetic: float32, float64 for float64 inputs
     BIG = torch.finfo(dt).max  # an infinite input gate or stabiliser, as the largest finite number
     C, n, m = prepare_state(initial_state, B, NH, DQK, DV, dt, q.device)  # m: detached, within +-BIG
     if mask is not None:  # a padded step forgets nothing (log f = 0), writes nothing (i~ = -inf), reads nothing

@@ -5,7 +5,8 @@ form `mlstm_recurrent`, and the call site of the native inference step (ops/nati
 One step, in stabilised coordinates (inputs prepared as in common.prepare: k scaled, i~ <= BIG, m within +-BIG):
 
     m_t = max(log f_t + m_{t-1}, i~_t)  (at least -BIG);   f' = exp(log f_t + m_{t-1} - m_t);   i' = exp(i~_t - m_t)
-    C_t = f' C_{t-1} + i' k_t v_t^T;   n_t = f' n_{t-1} + i' k_t;   h_t = C_t^T q_t / (max(|n_t^T q_t|, exp(-m_t)) + eps)
+    C_t = f' C_{t-1} + i' k_t v_t^T;   n_t = f' n_{t-1} + i' k_t
+    h_t = C_t^T q_t / (max(|n_t^T q_t|, exp(-m_t)) + eps)
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def mlstm_step(
     check_mask(mask, (B,), q.device)
     dt = state_dtype(v.dtype)
     st = prepare_state(state, B, NH, DQK, DV, dt, q.device, clamp=False)
-    h, new = _mlstm_step_unchecked(q.to(dt), k.to(dt), v.to(dt), i.to(dt), f.to(dt), st, eps=float(eps),
-                                   forget_gate=forget_gate, mask=mask)
+    with torch.autocast(q.device.type, enabled=False):  # float32 throughout, under autocast too
+        h, new = _mlstm_step_unchecked(q.to(dt), k.to(dt), v.to(dt), i.to(dt), f.to(dt), st, eps=float(eps),
+                                       forget_gate=forget_gate, mask=mask)
     return h.to(v.dtype), MLSTMState(new.C, new.n, to_infinite(new.m))
 
 
@@ -149,7 +151,8 @@ def mlstm_recurrent(
     as `mlstm_chunkwise` (without chunk_size)."""
     qf, kf, vf, i_, logf, st = prepare(q, k, v, i, f, initial_state, forget_gate, eps, mask)
     hs = []
-    for t in range(qf.shape[2]):
-        h, st = _step_core(qf[:, :, t], kf[:, :, t], vf[:, :, t], i_[:, :, t], logf[:, :, t], st, float(eps))
-        hs.append(h)
+    with torch.autocast(qf.device.type, enabled=False):  # float32 throughout, under autocast too
+        for t in range(qf.shape[2]):
+            h, st = _step_core(qf[:, :, t], kf[:, :, t], vf[:, :, t], i_[:, :, t], logf[:, :, t], st, float(eps))
+            hs.append(h)
     return finish(torch.stack(hs, dim=2), v.dtype, st, return_state)
