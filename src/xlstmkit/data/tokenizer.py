@@ -255,9 +255,14 @@ def token_byte_lengths(tokenizer: Tokenizer) -> torch.Tensor:
 
 
 def stream_decode(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
-    """Decode token ids one at a time into text pieces, holding back incomplete UTF-8 sequences (for streaming)."""
+    """Decode token ids one at a time into text pieces, holding back incomplete UTF-8 sequences (for streaming).
+    Ids outside the tokenizer's vocabulary (the padding rows of a model's larger embedding table) stand for no
+    text."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    vocab = tokenizer.vocab_size
     for i in ids:
+        if not 0 <= int(i) < vocab:  # a padding row of a model whose table is larger than the tokenizer (no text)
+            continue
         piece = decoder.decode(tokenizer.token_bytes(int(i)))
         if piece:
             yield piece
