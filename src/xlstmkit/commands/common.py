@@ -101,8 +101,8 @@ def engine(args: argparse.Namespace):
     from ..train.distributed import pick_device, set_threads
 
     defaults = TrainConfig()
-    device = getattr(args, "device", None) or defaults.device
-    dtype = getattr(args, "dtype", None) or defaults.dtype
+    device = defaults.device if getattr(args, "device", None) is None else args.device
+    dtype = defaults.dtype if getattr(args, "dtype", None) is None else args.dtype
     threads = getattr(args, "threads", None)
     positive("--threads", threads)
     dev = pick_device(device)
@@ -153,7 +153,7 @@ def describe(exc: BaseException) -> str:
         return f"missing entry {exc.args[0]!r} (a file lacks a key it needs: is it damaged or from another tool?)"
     if isinstance(exc, MemoryError):
         return "out of memory (a damaged file may claim a huge size; or use a smaller model, batch or --seq-len)"
-    lines = [line.strip().lstrip("- ").strip() for line in str(exc).strip().splitlines() if line.strip()]
+    lines = [line.strip().removeprefix("- ") for line in str(exc).strip().splitlines() if line.strip()]
     text = "; ".join(lines) if lines else type(exc).__name__
     if type(exc).__name__ in ("SafetensorError", "JSONDecodeError", "YAMLError", "ScannerError", "ParserError",
                               "RuntimeError", "AttributeError", "TypeError", "OSError", "UnicodeDecodeError"):

@@ -87,8 +87,8 @@ def _cell_config(args: argparse.Namespace, task: str, model: str):
         if value is not None:
             options[key] = value
     fields = given(args, _CELL_FLAGS)
-    return CellConfig(task=task, model=model, task_options=options, device=args.device or "auto",
-                      dtype=args.dtype or "float32", **fields)
+    engine_fields = {k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None}
+    return CellConfig(task=task, model=model, task_options=options, **engine_fields, **fields)
 
 
 def _check_task(task: str, options: dict[str, Any]) -> None:
