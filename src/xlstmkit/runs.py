@@ -108,6 +108,11 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
         self._fd = fd
+        for leftover in self.run_dir.glob(".*.tmp-*"):  # temporary files of writes a kill interrupted (ours now)
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
         return self
 
     def _busy_message(self) -> str:
