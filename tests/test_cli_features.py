@@ -120,3 +120,56 @@ def test_ctrl_c_checkpoints_and_prints_the_exact_resume_command(tmp_path, data):
     assert f"resume with: xlstmkit train --resume {out.resolve()}" in err and "Traceback" not in err
     step = int(err.split("interrupted at step ")[1].split()[0])
     assert (out / "checkpoints" / f"step_{step:08d}").is_dir()
+
+
+def _parser(command: str):
+    import importlib
+
+    from xlstmkit.commands.common import ArgumentParser
+
+    parser = ArgumentParser(prog=f"xlstmkit {command}")
+    importlib.import_module(f"xlstmkit.commands.{command}").add_arguments(parser)
+    return parser
+
+
+def _options(parser) -> dict:
+    import argparse
+
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found.update(_options(sub))
+        for opt in action.option_strings:
+            found[opt] = action
+    return found
+
+
+def test_flags_are_built_from_the_config_fields():
+    """Each TrainConfig / CellConfig field is a flag carrying the field's own help and default (not restated), and
+    --device/--dtype/--threads read the same on every command."""
+    import dataclasses
+
+    from xlstmkit.commands import tasks as tasks_cmd
+    from xlstmkit.train.config import TrainConfig
+    from xlstmkit.train.synthetic import CellConfig
+
+    train_opts = _options(_parser("train"))
+    for f in dataclasses.fields(TrainConfig):
+        action = train_opts["--" + f.name.replace("_", "-")]
+        assert action.help.startswith(f.metadata["help"].replace("%", "%%")) and f"(default: " in action.help
+        assert action.default is None   # not given: the preset / YAML / config default decides
+    task_parser = _parser("tasks")
+    task_opts = _options(task_parser)
+    for f in dataclasses.fields(CellConfig):
+        if f.metadata.get("flag", True):
+            default = "none" if f.default is None else f.default
+            assert task_opts["--" + f.name.replace("_", "-")].help.endswith(f"(default: {default})")
+    args = task_parser.parse_args(["run", "parity", "--model", "lstm"])
+    assert tasks_cmd._cell_config(args, "parity", "lstm") == CellConfig(task="parity", model="lstm")
+    engine_help = None
+    for command in ("train", "eval", "generate", "tasks", "bench", "demo"):
+        opts = _options(_parser(command))
+        helps = tuple(opts[f].help for f in ("--device", "--dtype", "--threads"))
+        assert engine_help in (None, helps), command
+        engine_help = helps
