@@ -71,7 +71,7 @@ def _resume_dir(args: argparse.Namespace) -> Path:
 def resolve(args: argparse.Namespace):
     """(RunConfig, run folder, resume?) from the command line, validated before any work."""
     from ..runs import CONFIG_FILE, default_run_dir
-    from ..train.config import RunConfig, build_run_config, check_resume, parse_set
+    from ..train.config import TRAIN_FIELDS, RunConfig, build_run_config, check_resume, model_fields, parse_set
 
     explicit = given(args, _FIELD_FLAGS)
     if args.extend and not args.resume:
@@ -86,7 +86,7 @@ def resolve(args: argparse.Namespace):
         changes = dict(explicit)
         for item in args.set:
             key, value = parse_set(item)
-            if key.startswith("model.") or (key not in saved.train.to_dict() and not key.startswith("train.")):
+            if key.startswith("model.") or key in model_fields(saved.model.get("family", "xlstm")) - TRAIN_FIELDS:
                 raise ValueError(f"--set {key}: the model cannot be changed when resuming (only training fields "
                                  f"such as max_steps)")
             changes[key.removeprefix("train.")] = value

@@ -14,7 +14,6 @@ is computed in float32 from the logits.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import time

@@ -35,7 +35,7 @@ from torch import nn
 from .. import runs
 from ..data.batches import WindowSampler
 from ..data.text import load_corpus
-from ..data.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, encode_to_tensor, \
+from ..data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, encode_to_tensor, \
     load_hf_tokenizer, load_tokenizer, sample_text, token_byte_lengths, tokenizer_info
 from . import distributed as D
 from .build import build_model, build_model_config, count_parameters
@@ -277,9 +277,17 @@ class LMTrainer:
         """The newest intact checkpoint whose weights fit the model: weights, optimiser, schedule, random states."""
         run_dir, raw = self.run_dir, self.raw
         config_path = str(run_dir / runs.CONFIG_FILE)
-        ckpt = load_latest_checkpoint(
-            run_dir, warn=self.warn,
-            check=lambda c: runs.check_state_fits(raw, c.model, str(c.path), config_path))
+        params = {name: tuple(p.shape) for name, p in raw.named_parameters()}
+
+        def fits(c) -> None:
+            runs.check_state_fits(raw, c.model, str(c.path), config_path)
+            for name, entry in c.optimizer.get("state", {}).items():
+                moments = [v for v in entry.values() if torch.is_tensor(v) and v.dim() > 0]
+                if name not in params or any(tuple(v.shape) != params[name] for v in moments):
+                    raise CheckpointError(f"optimiser state in {c.path} does not fit the model of {config_path} "
+                                          f"({name})")
+
+        ckpt = load_latest_checkpoint(run_dir, warn=self.warn, check=fits)
         if ckpt is None:
             raise CheckpointError(f"nothing to resume: {run_dir} has no checkpoints (it stopped before its first one); "
                                   f"start it again without --resume")
