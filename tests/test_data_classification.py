@@ -224,6 +224,13 @@ def test_csv_row_layout_variable_length_and_tab_variant(tmp_path):
     np.testing.assert_array_equal(d.train.series[1], [[5, 6]])
 
 
+def test_old_ucr_space_separated_text_with_float_labels(tmp_path):
+    (tmp_path / "old_TRAIN.txt").write_text("  1.0000000e+00  -6.4e-01  -6.5e-01\n  2.0000000e+00   1.0e+00   2.0e+00\n")
+    d = C.load(tmp_path / "old_TRAIN.txt")
+    assert d.class_names == ["1", "2"] and list(d.train.labels) == [0, 1]
+    np.testing.assert_allclose(d.train.series[0], [[-0.64, -0.65]])
+
+
 def test_csv_long_layout_multichannel_sorted_by_time(tmp_path):
     (tmp_path / "long.csv").write_text(textwrap.dedent("""\
         series_id,label,time,ax,ay

@@ -255,8 +255,11 @@ def _label_text(v) -> str:
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))
     if isinstance(v, (bytes, np.bytes_)):
-        return v.decode()
-    return str(v)
+        v = v.decode()
+    text = str(v).strip()
+    if any(c in text for c in ".eE") and _is_number(text) and float(text).is_integer():
+        return str(int(float(text)))  # '1.0000000e+00' (the old UCR text files) reads '1'
+    return text
 
 
 def _clean(x, where: str, i: int) -> np.ndarray:
@@ -468,10 +471,11 @@ def _is_number(s: str) -> bool:
 
 
 def load_csv(path: str | os.PathLike, test: str | os.PathLike | None = None) -> ClassificationData:
-    """A ``.csv``/``.tsv`` file in one of two layouts (the delimiter, comma or tab, is detected).
+    """A ``.csv``/``.tsv``/``.txt`` file in one of two layouts (the delimiter, comma, tab or spaces, is detected).
 
-    **Row layout** (the UCR archive's own ``.tsv`` layout, no header): one series per row, the class label in the
-    first column, the values after it; rows may end early (empty or NaN cells) for variable length; one channel::
+    **Row layout** (the UCR archive's own ``.tsv`` layout, and its older space-separated ``.txt`` files; no header):
+    one series per row, the class label in the first column, the values after it; rows may end early (empty or NaN
+    cells) for variable length; one channel::
 
         1,-0.64,-0.64,-0.65,...
         2,-0.78,-0.78,-0.79,...
@@ -498,11 +502,21 @@ def _read_class_csv(path: Path):
     if not text.strip():
         raise ValueError(f"{path} is empty")
     first = text.splitlines()[0]
-    delim = "\t" if ("\t" in first and (path.suffix == ".tsv" or "," not in first)) else ","
-    header = [h.strip().lower() for h in first.split(delim)]
+    if "\t" in first and (path.suffix == ".tsv" or "," not in first):
+        delim = "\t"
+    elif "," in first:
+        delim = ","
+    else:
+        delim = None  # whitespace, as in the old UCR .txt files
+    header = [h.strip().lower() for h in (first.split(delim) if delim else first.split())]
     if "series_id" in header and "label" in header:
+        if delim is None:
+            raise ValueError(f"{path}: the long layout needs comma- or tab-separated columns")
         return _read_long_csv(path, text, delim)
-    rows = list(csv.reader(io.StringIO(text), delimiter=delim))
+    if delim is None:
+        rows = [line.split() for line in text.splitlines()]
+    else:
+        rows = list(csv.reader(io.StringIO(text), delimiter=delim))
     xs, ys = [], []
     start = 0
     if rows and len(rows[0]) > 1 and not _is_number(rows[0][1].strip() or "nan"):
