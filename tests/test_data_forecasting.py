@@ -228,6 +228,34 @@ def test_window_sampling_is_seeded():
     assert a.cutoff.tolist() != c.cutoff.tolist()
 
 
+def test_window_batches_feed_the_generic_trainer():
+    torch = pytest.importorskip("torch")
+    from xlstmkit.supervised import FitConfig, fit
+
+    df, _ = _series(lengths=(40, 60))
+    ws = F.WindowSampler(df, context_length=8, horizon=3)
+    (ctx, cmask), (tgt, tmask) = next(ws.batches(5, 1, np.random.default_rng(0)))
+    assert ctx.shape == (5, 8) and cmask.dtype == torch.bool and tgt.shape == tmask.shape == (5, 3)
+
+    class Last(torch.nn.Module):  # forecast = last observed value + a learned offset per step
+        def __init__(self):
+            super().__init__()
+            self.offset = torch.nn.Parameter(torch.zeros(3))
+
+        def forward(self, context, mask):
+            return context[:, -1:] + self.offset
+
+    def masked_mae(out, target):
+        y, m = target
+        return ((out - y).abs() * m).sum() / m.sum()
+
+    model = Last()
+    res = fit(model, masked_mae, lambda rng: ws.batches(16, 10, rng), lambda: [ws.validation().batch()],
+              FitConfig(max_epochs=15, lr=0.1, patience=15))
+    torch.testing.assert_close(model.offset.detach(), torch.tensor([1.0, 2.0, 3.0]), atol=0.1, rtol=0)  # y = t + c
+    assert res.best_val_loss < 0.1
+
+
 def test_series_too_short_for_any_window_is_a_clear_error():
     df, _ = _series(lengths=(5, 6))
     with pytest.raises(ValueError, match="no training windows"):

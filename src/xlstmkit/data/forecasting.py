@@ -463,6 +463,11 @@ class Windows:
     def __len__(self) -> int:
         return self.context.shape[0]
 
+    def batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """``((context, context_mask), (target, target_mask))``: the batch form :func:`xlstmkit.supervised.fit`
+        takes (``model(context, context_mask)``, ``loss_fn(output, (target, target_mask))``)."""
+        return (self.context, self.context_mask), (self.target, self.target_mask)
+
 
 class WindowSampler:
     """(context, horizon) windows over many series for training a global model.
@@ -519,6 +524,12 @@ class WindowSampler:
         before = np.where(series > 0, self._cum[np.maximum(series - 1, 0)], 0)
         cutoff = self.min_context + (k - before)
         return self._gather(series, cutoff)
+
+    def batches(self, batch_size: int, steps: int, rng: np.random.Generator):
+        """``steps`` sampled training batches in :meth:`Windows.batch` form: one "epoch" for
+        :func:`xlstmkit.supervised.fit` (``train_batches=lambda rng: sampler.batches(64, 100, rng)``)."""
+        for _ in range(steps):
+            yield self.sample(batch_size, rng).batch()
 
     def validation(self) -> Windows:
         """The last window of each series whose cutoff ``n - H`` leaves at least ``min_context`` points before it."""
