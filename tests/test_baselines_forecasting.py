@@ -14,6 +14,19 @@ from xlstmkit.data import forecasting as F  # noqa: E402
 QS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    import socket
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
 @pytest.fixture(scope="module")
 def airline():
     d = F.load_forecasting("airline")
@@ -72,7 +85,7 @@ def test_bad_requests_are_clear_errors(airline):
 
 
 @pytest.mark.slow  # importing neuralforecast and Lightning alone takes ~10 s
-def test_neural_baselines_share_budget_and_quantile_output(airline, capfd):
+def test_neural_baselines_share_budget_and_quantile_output(airline, capfd, no_network):
     pytest.importorskip("neuralforecast")
     pytest.importorskip("xlstm")
     d, train, test = airline
