@@ -22,7 +22,6 @@ Airline, Lynx, ShampooSales, PBS, Uschange (5 series, forecast channel-independe
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
