@@ -143,7 +143,7 @@ def test_generation_state_size_is_independent_of_generated_length():
 
     assert state_numel(5) == state_numel(200)
     # and the stream holds only the state: its per-step state has the same size as an empty one
-    empty = sum(t.numel() for t in torch.utils._pytree.tree_leaves(model.init_state(1)))
+    empty = sum(t.numel() for t in torch.utils._pytree.tree_leaves(model.zero_state(1)))
     _, st = model(prompt, return_state=True)
     assert sum(t.numel() for t in torch.utils._pytree.tree_leaves(st)) == empty
 
