@@ -27,32 +27,43 @@ def check_state(state: object, expected: Sequence[tuple], names: Sequence[str]) 
         raise ValueError(f"state must be a tuple with one entry per block ({len(expected)}), as returned by "
                          f"return_state=True (or None to start from zeros); got {type(state).__name__} of length "
                          f"{length}")
-    return tuple(None if s is None else _check_entry(s, shapes, name, "")
+    for s, shapes, name in zip(state, expected, names):
+        if s is not None:
+            _check_structure(s, shapes, name, "")
+    return tuple(None if s is None else _check_shapes(s, shapes, name, "")
                  for s, shapes, name in zip(state, expected, names))
 
 
-def _check_entry(given: object, shapes: tuple, block: str, where: str):
-    if _is_leaf(shapes):  # one tensor's shape
+def _is_leaf(shapes: tuple) -> bool:
+    return bool(shapes) and isinstance(shapes[0], int)
+
+
+def _check_structure(given: object, shapes: tuple, block: str, where: str) -> None:
+    """The nesting first (a state of another block kind has other tuple lengths), so the message says so."""
+    if _is_leaf(shapes):
         if not isinstance(given, Tensor):
             raise TypeError(f"state of {block}: {where} must be a tensor of shape {shapes}, got {type(given).__name__}")
+        return
+    fields = shapes._fields  # a named tuple of shapes
+    if not isinstance(given, (tuple, list)) or len(given) != len(fields):
+        length = len(given) if isinstance(given, (tuple, list)) else "n/a"
+        raise ValueError(f"state of {block}: {where or 'the entry'} must be a tuple ({', '.join(fields)}) as this "
+                         f"model returns it, got {type(given).__name__} of length {length}; was the state made by a "
+                         f"model with other block kinds?")
+    for g, s, f in zip(given, shapes, fields):
+        _check_structure(g, s, block, f"{where}.{f}" if where else f)
+
+
+def _check_shapes(given, shapes: tuple, block: str, where: str):
+    """Every tensor's shape against the expected one; the state rebuilt as the named tuples."""
+    if _is_leaf(shapes):
         if tuple(given.shape) != shapes:
             raise ValueError(f"state of {block}: {where} has shape {tuple(given.shape)}, expected {shapes} for this "
                              f"model and batch size; pass a state this model returned (return_state=True) for the "
                              f"same batch, or None")
         return given
-    fields = shapes._fields  # a named tuple of shapes
-    if not isinstance(given, (tuple, list)) or len(given) != len(fields):
-        length = len(given) if isinstance(given, (tuple, list)) else "n/a"
-        raise ValueError(f"state of {block}: {where or 'the entry'} must be a tuple ({', '.join(fields)}) as this "
-                         f"model returns it, "
-                         f"got {type(given).__name__} of length {length}; was the state made by a model with other "
-                         f"block kinds?")
-    return type(shapes)(*(_check_entry(g, s, block, f"{where}.{f}" if where else f)
-                          for g, s, f in zip(given, shapes, fields)))
-
-
-def _is_leaf(shapes: tuple) -> bool:
-    return bool(shapes) and isinstance(shapes[0], int)
+    return type(shapes)(*(_check_shapes(g, s, block, f"{where}.{f}" if where else f)
+                          for g, s, f in zip(given, shapes, shapes._fields)))
 
 
 class xLSTMBlockStack(nn.Module):

@@ -78,8 +78,8 @@ class RMSNorm(_ScaledNorm):
         super().__init__(dim, eps, bias, residual_weight, force_float32)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.force_float32 and self.bias is None:
-            return F.rms_norm(x, (x.shape[-1],), self.scale(), self.eps)
+        if not self.force_float32 and self.bias is None and x.dtype == self.weight.dtype:
+            return F.rms_norm(x, (x.shape[-1],), self.scale(), self.eps)  # one fused kernel, scale included
         # F.rms_norm: one fused pass forward and backward (the composite x * rsqrt(mean(x^2) + eps) takes several)
         return self._affine(_reduced(F.rms_norm, x, self.force_float32, (x.shape[-1],), None, self.eps))
 
