@@ -22,6 +22,9 @@ def check_state(state: object, expected: Sequence[tuple], names: Sequence[str]) 
     `expected[b]` is block b's `state_shapes(batch)` (a named tuple of shapes, possibly nested) and `names[b]` its name
     in messages; an entry None stands for that block's zero state. Shape comparisons only (cheap: once per call); a
     ValueError names the block, the entry, the expected and the given shape before any op runs."""
+    if (isinstance(state, tuple) and len(state) == len(expected)
+            and all(s is None or _matches(s, shapes) for s, shapes in zip(state, expected))):
+        return state  # the state as this model returns it (the common case, e.g. every generation step)
     if not isinstance(state, (tuple, list)) or len(state) != len(expected):
         length = len(state) if isinstance(state, (tuple, list)) else "n/a"
         raise ValueError(f"state must be a tuple with one entry per block ({len(expected)}), as returned by "
@@ -36,6 +39,19 @@ def check_state(state: object, expected: Sequence[tuple], names: Sequence[str]) 
 
 def _is_leaf(shapes: tuple) -> bool:
     return bool(shapes) and isinstance(shapes[0], int)
+
+
+def _matches(given: object, shapes: tuple) -> bool:
+    """Whether `given` is exactly the named tuples of tensors of the expected shapes (a fast yes; no message)."""
+    if type(given) is not type(shapes):
+        return False
+    for g, s in zip(given, shapes):
+        if _is_leaf(s):
+            if not isinstance(g, Tensor) or g.shape != s:
+                return False
+        elif not _matches(g, s):
+            return False
+    return True
 
 
 def _check_structure(given: object, shapes: tuple, block: str, where: str) -> None:
@@ -66,6 +82,16 @@ def _check_shapes(given, shapes: tuple, block: str, where: str):
                           for g, s, f in zip(given, shapes, shapes._fields)))
 
 
+def expected_state_shapes(model: nn.Module, batch_size: int) -> list:
+    """[block.state_shapes(batch_size) for block in model.blocks], cached on the model per batch size (the shapes
+    depend only on the frozen config)."""
+    cache = model.__dict__.setdefault("_state_shapes", {})
+    shapes = cache.get(batch_size)
+    if shapes is None:
+        shapes = cache[batch_size] = [b.state_shapes(batch_size) for b in model.blocks]
+    return shapes
+
+
 class xLSTMBlockStack(nn.Module):
     """x (B, S, E) -> (B, S, E). The state is a tuple with one entry per block (None: start from zeros).
 
@@ -88,7 +114,7 @@ class xLSTMBlockStack(nn.Module):
 
     def check_state(self, state: object, batch_size: int) -> tuple[BlockState, ...]:
         """`state` validated against this stack for `batch_size` rows (see `check_state`); the named-tuple form."""
-        return check_state(state, [b.state_shapes(batch_size) for b in self.blocks], self._block_names)
+        return check_state(state, expected_state_shapes(self, batch_size), self._block_names)
 
     def forward(self, x: Tensor, state: Sequence[BlockState] | None = None, form: str = "chunkwise",
                 mask: Tensor | None = None) -> tuple[Tensor, tuple[BlockState, ...]]:

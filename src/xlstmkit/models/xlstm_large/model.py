@@ -41,7 +41,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...config import FORMS
 from ...generation import GenerationMixin, check_attention_mask, check_tokens
-from ...nn.block_stack import check_state
+from ...nn.block_stack import check_state, expected_state_shapes
 from ...nn.mlstm_block import mask_kwargs
 from ...nn.norms import MultiHeadLayerNorm, RMSNorm
 from ...nn.weight_cache import clear_derived
@@ -273,7 +273,7 @@ class xLSTMLarge(GenerationMixin, nn.Module):
     def check_state(self, state: object, batch_size: int) -> tuple[MLSTMState | None, ...]:
         """`state` validated against this model for `batch_size` rows (shapes only; lists work like tuples); a
         ValueError names the block, the expected and the given shape."""
-        return check_state(state, [b.state_shapes(batch_size) for b in self.blocks], self._block_names)
+        return check_state(state, expected_state_shapes(self, batch_size), self._block_names)
 
     def forward(
         self,
