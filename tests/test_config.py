@@ -21,7 +21,8 @@ LM_CASES = [
     ("vocab-float", "vocab_size", {"vocab_size": 2.5}, "vocab_size must be an integer"),
     ("heads-bool", "mlstm_num_heads", {"mlstm_num_heads": True}, "mlstm_num_heads must be an integer"),
     ("mlstm-conv-zero", "mlstm_conv_kernel", {"mlstm_conv_kernel": 0}, "mlstm_conv_kernel must be an integer >= 1"),
-    ("slstm-conv-negative", "slstm_conv_kernel", {"slstm_conv_kernel": -1}, "slstm_conv_kernel must be an integer >= 0"),
+    ("slstm-conv-negative", "slstm_conv_kernel", {"slstm_conv_kernel": -1},
+     "slstm_conv_kernel must be an integer >= 0"),
     *[(f"{f}-{label}", f, {f: v}, f"{f} must be a finite number > 0") for f in
       ("mlstm_proj_factor", "ffn_proj_factor", "mlstm_eps", "norm_eps")
       for label, v in (("negative", -1), ("zero", 0.0), ("nan", NAN), ("inf", INF), ("string", "1e-5"))],
@@ -59,7 +60,8 @@ LARGE_CASES = [
     *[(f"{f}-string", f, {f: "yes"}, f"{f} must be true or false") for f in
       ("use_bias", "norm_reduction_force_float32", "add_out_norm", "fused")],
     *[(f"{f}-{label}", f, {f: v}, f"{f} must be a token id in \\[0, vocab_size=61\\)") for f in
-      ("pad_token_id", "bos_token_id", "eos_token_id") for label, v in (("negative", -1), ("vocab", 61), ("float", 1.5))],
+      ("pad_token_id", "bos_token_id", "eos_token_id")
+      for label, v in (("negative", -1), ("vocab", 61), ("float", 1.5))],
     ("form", "mlstm_form", {"mlstm_form": "loop"}, "mlstm_form must be one of"),
     ("qk-dim-divides", "qk_dim_factor", {"embedding_dim": 30, "num_heads": 4},
      "qk_dim = int\\(embedding_dim \\* qk_dim_factor\\) = 15 must be a positive multiple of num_heads = 4"),
