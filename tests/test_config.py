@@ -15,11 +15,11 @@ NAN, INF = float("nan"), float("inf")
 
 # (case id, field(s) the case is about, overrides, regex the message must match)
 LM_CASES = [
-    *[(f"{f}-zero", f, {f: 0}, f"{f} must be an integer >= 1") for f in
+    *[(f"{f}-zero", f, {f: 0}, f"{f} must be a positive integer") for f in
       ("vocab_size", "embedding_dim", "num_blocks", "mlstm_num_heads", "slstm_num_heads", "qkv_proj_blocksize",
        "chunk_size", "round_up_to")],
-    ("vocab-float", "vocab_size", {"vocab_size": 2.5}, "vocab_size must be an integer"),
-    ("heads-bool", "mlstm_num_heads", {"mlstm_num_heads": True}, "mlstm_num_heads must be an integer"),
+    ("vocab-float", "vocab_size", {"vocab_size": 2.5}, "vocab_size must be a positive integer"),
+    ("heads-bool", "mlstm_num_heads", {"mlstm_num_heads": True}, "mlstm_num_heads must be a positive integer"),
     ("mlstm-conv-zero", "mlstm_conv_kernel", {"mlstm_conv_kernel": 0}, "mlstm_conv_kernel must be an integer >= 1"),
     ("slstm-conv-negative", "slstm_conv_kernel", {"slstm_conv_kernel": -1},
      "slstm_conv_kernel must be an integer >= 0"),
@@ -50,7 +50,7 @@ LM_CASES = [
 
 LARGE_BASE = dict(vocab_size=61, embedding_dim=32, num_heads=2, num_blocks=2)
 LARGE_CASES = [
-    *[(f"{f}-zero", f, {f: 0}, f"{f} must be an integer >= 1") for f in
+    *[(f"{f}-zero", f, {f: 0}, f"{f} must be a positive integer") for f in
       ("vocab_size", "embedding_dim", "num_heads", "num_blocks", "ffn_round_up_to_multiple_of", "chunk_size")],
     *[(f"{f}-{label}", f, {f: v}, f"{f} must be a finite number > 0") for f in
       ("qk_dim_factor", "v_dim_factor", "ffn_proj_factor", "norm_eps", "eps")

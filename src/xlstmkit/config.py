@@ -48,7 +48,8 @@ def check_int(cfg: object, name: str, minimum: int, why: str = "") -> None:
     """ValueError unless the field is an int >= minimum; `why` explains the bound."""
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{why}, got {value!r}")
+        bound = "a positive integer" if minimum == 1 and not why else f"an integer >= {minimum}{why}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
 def check_positive_float(cfg: object, name: str, optional: bool = False) -> None:
