@@ -2,8 +2,8 @@
 `forward` (chunkwise by default), then every new token goes through its one-token `decode_step`. Memory does not grow
 with the number of generated tokens: the state has a fixed size and `stream` yields each token as it is made.
 
-Works for any model with `forward(input_ids, state=None, return_state=True, attention_mask=None)` and
-`config.vocab_size`; models with `decode_step(tokens, state)` (xLSTMLM, xLSTMLarge) step through it, others through
+Works for any model with `forward(input_ids, state=None, return_state=True)` (and `attention_mask=` for padded
+prompts) and `config.vocab_size`; models with `decode_step(tokens, state)` (xLSTMLM, xLSTMLarge) step through it, others through
 `forward` on one token. Batched prompts of different lengths: left-pad them and pass `attention_mask`.
 """
 
@@ -214,8 +214,12 @@ class GenerationMixin:
             if decode_step is not None and input_ids.shape[1] == 1 and mask is None:
                 logits, state = decode_step(input_ids[:, 0], state)  # a one-token prompt: one step
             else:
-                logits, state = self(input_ids, state=state, return_state=True, attention_mask=mask)
-                logits = logits[:, -1] if mask is None else _last_real(logits, mask)
+                if mask is None:
+                    logits, state = self(input_ids, state=state, return_state=True)
+                    logits = logits[:, -1]
+                else:
+                    logits, state = self(input_ids, state=state, return_state=True, attention_mask=mask)
+                    logits = _last_real(logits, mask)
             finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             for step in range(max_new_tokens):
                 token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
