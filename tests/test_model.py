@@ -322,3 +322,11 @@ def test_state_given_as_nested_lists_works_like_tuples():
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(model.decode_step(ids[:, 5], as_lists)[0], model.decode_step(ids[:, 5], state)[0],
                                rtol=0, atol=0)
+
+
+def test_decode_step_checks_the_token_shape_and_dtype():
+    model = xLSTMLM(xLSTMConfig(vocab_size=11, embedding_dim=32, num_blocks=1))
+    with pytest.raises(ValueError, match=r"tokens must have shape \(batch,\)"):
+        model.decode_step(torch.tensor([[1, 2]]))
+    with pytest.raises(TypeError, match="integer tensor of token ids"):
+        model.decode_step(torch.tensor([1.0]))
