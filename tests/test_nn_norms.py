@@ -49,6 +49,10 @@ def test_norm_matches_its_formula_and_starts_at_scale_one(kind, residual, bias, 
     expected = formula(x) * scale + (norm.bias if bias else 0)
     tol = 1e-5 if force_float32 else 1e-12  # force_float32 reduces a float64 input in float32
     torch.testing.assert_close(norm(x), expected, rtol=tol, atol=tol)
+    with torch.no_grad():  # without autograd the scale is applied in place: same numbers, input untouched
+        x_before = x.clone()
+        torch.testing.assert_close(norm(x), expected, rtol=tol, atol=tol)
+        assert torch.equal(x, x_before)
 
 
 @pytest.mark.parametrize("kind", ["layer", "rms", "heads"])

@@ -47,7 +47,13 @@ class _ScaledNorm(nn.Module):
         return 1.0 + self.weight if self.residual_weight else self.weight
 
     def _affine(self, y: Tensor) -> Tensor:
-        y = y * self.scale()
+        """y * scale (+ bias), y a fresh normalised tensor: scaled in place when no autograd graph is recorded and
+        the dtypes agree (a fresh buffer of several MB costs page faults that can exceed the arithmetic)."""
+        scale = self.scale()
+        if not torch.is_grad_enabled() and y.dtype == scale.dtype:
+            y = y.mul_(scale)
+            return y if self.bias is None else y.add_(self.bias)
+        y = y * scale
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
