@@ -34,13 +34,14 @@ class CausalConv1d(nn.Module):
         """One time step, x (B, D) and state (B, K-1, D) -> y (B, D), new state (in x's dtype): a weighted sum over
         the window [state, x] (the same numbers as forward on a length-1 sequence). With mask (B,) bool, rows where
         it is False are padding: their state is kept as it was (and their y is 0)."""
-        window = torch.cat([state.to(x.dtype), x.unsqueeze(1)], dim=1)  # (B, K, D)
-        y = torch.linalg.vecdot(window, self.weight.to(x.dtype).squeeze(1).t(), dim=1)  # (B, D)
+        dt = x.dtype
+        window = torch.cat([_as(state, dt), x.unsqueeze(1)], dim=1)  # (B, K, D)
+        y = torch.linalg.vecdot(window, _as(self.weight, dt).squeeze(1).t(), dim=1)  # (B, D)
         if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
+            y = y + _as(self.bias, dt)
         if mask is None:
             return y, window[:, 1:]
-        return y * mask.unsqueeze(-1), torch.where(mask.view(-1, 1, 1), window[:, 1:], state.to(x.dtype))
+        return y * mask.unsqueeze(-1), torch.where(mask.view(-1, 1, 1), window[:, 1:], _as(state, dt))
 
     def forward(self, x: Tensor, state: Tensor | None = None, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B, S, D) -> y (B, S, D), new state (B, K-1, D) (the last K-1 inputs, in x's dtype).
@@ -52,12 +53,17 @@ class CausalConv1d(nn.Module):
         B = x.shape[0]
         if state is None:
             state = self.zero_state(B, x.dtype, x.device)
-        xs = torch.cat([state.to(x.dtype), x], dim=1)  # (B, K-1+S, D)
-        w = self.weight.to(x.dtype).squeeze(1).t()  # (K, D)
-        b = None if self.bias is None else self.bias.to(x.dtype)
+        xs = torch.cat([_as(state, x.dtype), x], dim=1)  # (B, K-1+S, D)
+        w = _as(self.weight, x.dtype).squeeze(1).t()  # (K, D)
+        b = None if self.bias is None else _as(self.bias, x.dtype)
         if mask is None:
             return _ShiftedConv.apply(xs, w, b), xs[:, xs.shape[1] - (self.kernel_size - 1):]
         return _masked_conv(xs, w, b, mask)
+
+
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in `dtype` (a same-dtype `.to` is still an operator call, which the one-token step cannot afford)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _masked_conv(xs: Tensor, w: Tensor, b: Tensor | None, mask: Tensor) -> tuple[Tensor, Tensor]:
