@@ -11,7 +11,7 @@ pytest.importorskip("aeon")
 from xlstmkit.baselines import classification as B  # noqa: E402
 from xlstmkit.data import classification as C  # noqa: E402
 from xlstmkit import metrics as M  # noqa: E402
-from xlstmkit.supervised import FitConfig, evaluate_loss, fit  # noqa: E402
+from xlstmkit.train.supervised import FitConfig, evaluate_loss, fit  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: a second busy thread only slows them down
 

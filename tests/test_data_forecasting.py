@@ -230,7 +230,7 @@ def test_window_sampling_is_seeded():
 
 def test_window_batches_feed_the_generic_trainer():
     torch = pytest.importorskip("torch")
-    from xlstmkit.supervised import FitConfig, fit
+    from xlstmkit.train.supervised import FitConfig, fit
 
     df, _ = _series(lengths=(40, 60))
     ws = F.WindowSampler(df, context_length=8, horizon=3)

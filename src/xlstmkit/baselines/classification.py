@@ -8,7 +8,7 @@ statistics), so an application command can run them on identical splits.
   cross-validated regularisation). MiniRocket needs equal lengths, so series are right-padded with zeros (the channel
   mean after normalisation) to the longest series of any split in ``data`` (lengths only, no values, are read).
 - :class:`NeuralBaseline`: :class:`TransformerClassifier`, or :class:`RNNClassifier` (LSTM or GRU), trained with
-  :func:`xlstmkit.supervised.fit` (cross-entropy, early stopping on a stratified validation split of the training
+  :func:`xlstmkit.train.supervised.fit` (cross-entropy, early stopping on a stratified validation split of the training
   set, optional time budget). ``params=`` picks the width whose parameter count is within 5% of a target, so models
   are compared at matched size.
 """
@@ -25,7 +25,7 @@ from torch import nn
 
 from ..data.classification import ClassificationData, PaddedSeries, train_val_split
 from ..extras import require
-from ..supervised import FitConfig, fit, predict as _predict
+from ..train.supervised import FitConfig, fit, predict as _predict
 
 
 def count_params(model: nn.Module) -> int:
@@ -188,7 +188,7 @@ class MiniRocketBaseline:
 
 @dataclass
 class NeuralBaseline:
-    """A Transformer, LSTM or GRU classifier trained with :func:`xlstmkit.supervised.fit`.
+    """A Transformer, LSTM or GRU classifier trained with :func:`xlstmkit.train.supervised.fit`.
 
     ``width`` fixes the size; ``params`` instead picks the width within 5% of that many parameters. Without a
     validation split in ``data``, ``val_fraction`` of the training set (stratified, seeded) becomes one.

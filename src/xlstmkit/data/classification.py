@@ -131,7 +131,7 @@ class PaddedSeries:
     def batches(
         self, batch_size: int, rng: np.random.Generator | None = None
     ) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]:
-        """Mini-batches ``((x, mask), labels)`` for :func:`xlstmkit.supervised.fit`; shuffled when ``rng`` is given.
+        """Mini-batches ``((x, mask), labels)`` for :func:`xlstmkit.train.supervised.fit`; shuffled when ``rng`` is given.
 
         Each batch is cut to its own longest series, so a batch of short series costs no padded steps.
         """

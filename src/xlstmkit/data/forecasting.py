@@ -463,7 +463,7 @@ class Windows:
         return self.context.shape[0]
 
     def batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """``((context, context_mask), (target, target_mask))``: the batch form :func:`xlstmkit.supervised.fit`
+        """``((context, context_mask), (target, target_mask))``: the batch form :func:`xlstmkit.train.supervised.fit`
         takes (``model(context, context_mask)``, ``loss_fn(output, (target, target_mask))``)."""
         return (self.context, self.context_mask), (self.target, self.target_mask)
 
@@ -526,7 +526,7 @@ class WindowSampler:
 
     def batches(self, batch_size: int, steps: int, rng: np.random.Generator):
         """``steps`` sampled training batches in :meth:`Windows.batch` form: one "epoch" for
-        :func:`xlstmkit.supervised.fit` (``train_batches=lambda rng: sampler.batches(64, 100, rng)``)."""
+        :func:`xlstmkit.train.supervised.fit` (``train_batches=lambda rng: sampler.batches(64, 100, rng)``)."""
         for _ in range(steps):
             yield self.sample(batch_size, rng).batch()
 
