@@ -48,10 +48,10 @@ def main() -> None:
     @torch.inference_mode()
     def ours_steps() -> None:
         state = None
-        tok = prompt[:, :1]
+        tok = prompt[:, 0]
         for _ in range(n):
-            logits, state = ours(tok, state=state, return_state=True, mlstm_form="recurrent")
-            tok = logits[:, -1].argmax(-1, keepdim=True)
+            logits, state = ours.decode_step(tok, state)
+            tok = logits.argmax(-1)
 
     def ours_generate() -> None:  # prefill of one token + n - 1 steps: the same number of model calls
         ours.generate(prompt[:, :1], n)

@@ -107,7 +107,7 @@ def main() -> None:
         ours_model.eval()
         state = None
         for t_ in range(prompt_len):
-            _, state = ours_model(long_prompt[:, t_:t_ + 1], state=state, return_state=True, mlstm_form="recurrent")
+            _, state = ours_model.decode_step(long_prompt[:, t_], state)
 
     @torch.no_grad()
     def official_stepwise() -> None:

@@ -143,7 +143,7 @@ def test_generation_state_size_is_independent_of_generated_length():
 
     assert state_numel(5) == state_numel(200)
     # and the stream holds only the state: its per-step state has the same size as an empty one
-    empty = sum(t.numel() for t in torch.utils._pytree.tree_leaves(model.init_state(1)))
+    empty = sum(t.numel() for t in torch.utils._pytree.tree_leaves(model.zero_state(1)))
     _, st = model(prompt, return_state=True)
     assert sum(t.numel() for t in torch.utils._pytree.tree_leaves(st)) == empty
 
@@ -234,3 +234,99 @@ def test_bad_input_ids_name_the_problem():
         model.generate(torch.tensor([[1, 2]]), 3, temperature=1.0, top_p=1.5)
     with pytest.raises(TypeError, match="xLSTMConfig"):
         xLSTMLM({"vocab_size": 3})
+
+
+# --- fused and plain layers ---------------------------------------------------------------------------------------
+
+
+def test_fused_and_plain_models_compute_the_same_logits_gradients_and_steps():
+    """cfg.fused picks the layers' fused variants; fused=False runs their plain equations: same weights, same logits,
+    gradients, states and decode steps (float64)."""
+    fused = perturbed_model("xLSTM[1:1]")
+    plain = xLSTMLM(fused.config.replace(fused=False)).double()
+    plain.load_state_dict(fused.state_dict())
+    ids = torch.randint(0, 37, (2, 11), generator=torch.Generator().manual_seed(6))
+    runs = []
+    for model in (plain, fused):
+        logits, state = model(ids, return_state=True)
+        grads = torch.autograd.grad(logits.square().mean(), list(model.parameters()))
+        with torch.no_grad():
+            step_logits, step_state = model.decode_step(ids[:, 0], state)
+        runs.append((logits, state, grads, step_logits, step_state))
+    for a, b in zip(torch.utils._pytree.tree_leaves(runs[0]), torch.utils._pytree.tree_leaves(runs[1])):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# --- states from another model are refused before any op runs ---------------------------------------------------------
+
+BASE = dict(vocab_size=37, embedding_dim=32, num_blocks=2, slstm_at=[1], mlstm_num_heads=2, slstm_num_heads=2)
+OTHER_CONFIGS = {
+    "mLSTM head count": dict(mlstm_num_heads=4),
+    "mLSTM head dim": dict(mlstm_proj_factor=4.0),
+    "mLSTM conv kernel": dict(mlstm_conv_kernel=2),
+    "sLSTM head count": dict(slstm_num_heads=4),
+    "sLSTM conv kernel": dict(slstm_conv_kernel=0),
+    "number of blocks": dict(num_blocks=3),
+    "kinds of blocks": dict(slstm_at=[0]),
+}
+
+
+@pytest.fixture
+def ops_must_not_run(monkeypatch):
+    """Replace every op the blocks call by one that fails the test: a refused state must be refused before."""
+    import xlstmkit.nn.mlstm_block as mb
+    import xlstmkit.nn.slstm_block as sb
+
+    def op_ran(*args, **kwargs):
+        raise AssertionError("an op ran on a state that should have been refused")
+
+    for module, name in ((mb, "mlstm"), (mb, "mlstm_step"), (sb, "slstm_sequence"), (sb, "slstm_step")):
+        monkeypatch.setattr(module, name, op_ran)
+
+
+@pytest.mark.parametrize("what", list(OTHER_CONFIGS))
+def test_state_of_another_configuration_is_a_value_error_naming_the_block(what, ops_must_not_run):
+    model = xLSTMLM(xLSTMConfig(**BASE))
+    other = xLSTMLM(xLSTMConfig(**{**BASE, **OTHER_CONFIGS[what]}))
+    state = other.zero_state(2)
+    ids = torch.randint(0, 37, (2, 3))
+    pattern = r"state (of block \d \([ms]LSTM\)|must be a tuple with one entry per block)"
+    with pytest.raises(ValueError, match=pattern) as forward_err:
+        model(ids, state=state)
+    if "block" in str(forward_err.value) and "shape" in str(forward_err.value):
+        assert "expected" in str(forward_err.value)
+    with pytest.raises(ValueError, match=pattern):
+        model.decode_step(ids[:, 0], state)
+    with pytest.raises(ValueError, match=pattern):
+        model.generate(ids, 3, state=state)
+
+
+def test_state_of_another_batch_size_names_block_and_both_shapes(ops_must_not_run):
+    model = xLSTMLM(xLSTMConfig(**BASE))
+    state = model.zero_state(3)
+    with pytest.raises(ValueError, match=r"block 0 \(mLSTM\): conv has shape \(3, 3, 64\), expected \(2, 3, 64\)"):
+        model(torch.randint(0, 37, (2, 4)), state=state)
+    with pytest.raises(ValueError, match=r"block 0 \(mLSTM\)"):
+        model.decode_step(torch.tensor([1, 2]), state)
+    with pytest.raises(TypeError, match=r"block 1 \(sLSTM\): cell.h must be a tensor"):
+        model(torch.randint(0, 37, (3, 4)), state=(state[0], (state[1].conv, (*state[1].cell[:3], None))))
+
+
+def test_state_given_as_nested_lists_works_like_tuples():
+    model = perturbed_model("xLSTM[1:1]")
+    ids = torch.randint(0, 37, (2, 8), generator=torch.Generator().manual_seed(8))
+    _, state = model(ids[:, :5], return_state=True)
+    as_lists = [[s.conv, list(s.cell)] for s in state]
+    a = model(ids[:, 5:], state=state)
+    b = model(ids[:, 5:], state=as_lists)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(model.decode_step(ids[:, 5], as_lists)[0], model.decode_step(ids[:, 5], state)[0],
+                               rtol=0, atol=0)
+
+
+def test_decode_step_checks_the_token_shape_and_dtype():
+    model = xLSTMLM(xLSTMConfig(vocab_size=11, embedding_dim=32, num_blocks=1))
+    with pytest.raises(ValueError, match=r"tokens must have shape \(batch,\)"):
+        model.decode_step(torch.tensor([[1, 2]]))
+    with pytest.raises(TypeError, match="integer tensor of token ids"):
+        model.decode_step(torch.tensor([1.0]))

@@ -1,6 +1,7 @@
 """The fast paths compute what the general paths compute: the per-token `decode_step` (and the block `step` methods
-and `check=False` op entries under it) against the general forward, generation with it, the optional compiled
-step and its fallback, and the chunkwise op under bf16 autocast."""
+under it) against the general forward, generation with it, the optional compiled step and its fallback, and the
+chunkwise op under bf16 autocast. (The ops' unchecked step cores are tested against the checked steps in the ops
+tests.)"""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import torch
 
 from xlstmkit import xLSTMConfig, xLSTMLM
 from xlstmkit.generation import _COMPILED_STEPS
-from xlstmkit.ops import mlstm_chunkwise, mlstm_step
-from xlstmkit.ops.slstm import slstm_step
+from xlstmkit.ops import mlstm_chunkwise
 
 V = 37
 
@@ -131,28 +131,6 @@ def test_generate_with_fast_step_equals_manual_general_loop():
     row0 = stopped[0, 6:]
     first = int((row0 == stop).nonzero()[0])
     assert (row0[first:] == stop).all()
-
-
-def test_step_ops_unchecked_equal_checked():
-    g = torch.Generator().manual_seed(4)
-    B, NH, D = 2, 3, 8
-    q, k, v = (torch.randn(B, NH, D, generator=g) for _ in range(3))
-    i, f = torch.randn(B, NH, generator=g), torch.randn(B, NH, generator=g) + 2
-    h1, s1 = mlstm_step(q, k, v, i, f, None)
-    h2, s2 = mlstm_step(q, k, v, i, f, s1, check=False)
-    h3, s3 = mlstm_step(q, k, v, i, f, s1)
-    # the unchecked step may run natively (ops/native): equal to float32 rounding, not bitwise
-    torch.testing.assert_close(h2, h3, rtol=1e-6, atol=1e-7)
-    for a, b in zip(s2, s3):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    gates = torch.randn(B, NH, 4, D, generator=g)
-    R = 0.3 * torch.randn(NH, D, 4 * D, generator=g)
-    h1, st = slstm_step(gates, R, None)
-    h2, st2 = slstm_step(gates, R, st, check=False)
-    h3, st3 = slstm_step(gates, R, st)
-    torch.testing.assert_close(h2, h3, rtol=1e-6, atol=1e-7)
-    for a, b in zip(st2, st3):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_compile_failure_falls_back_with_one_warning(monkeypatch):

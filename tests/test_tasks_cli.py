@@ -101,15 +101,26 @@ def test_list_names_every_task_and_model(capsys):
         assert model in printed
 
 
-def test_bad_arguments_fail_clearly():
-    with pytest.raises(ValueError, match="unknown model"):
-        main(["tasks", "run", "parity", "--model", "gpt", *TINY])
-    with pytest.raises(ValueError, match="lengths"):
-        main(["tasks", "run", "parity", "--model", "lstm", *TINY, "--test-lengths", "40-256"])
-    with pytest.raises(ValueError, match="unknown task"):
-        main(["tasks", "run", "parityy", "--model", "lstm", *TINY])
-    with pytest.raises(SystemExit):
-        main(["tasks"])  # an action is required
+def _exit_code(argv):
+    """main's return value, or the status of the SystemExit that argparse raises."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "parity", "--model", "gpt"], "unknown model"),
+    (["run", "parity", "--model", "lstm", "--test-lengths", "40-256"], "lengths"),
+    (["run", "parityy", "--model", "lstm"], "unknown task"),
+    (["run", "parity", "--model", "lstm", "--no-such-flag"], "unrecognized arguments"),
+])
+def test_bad_arguments_fail_clearly(capsys, argv, message):
+    """A one-line error and exit status 2 (before any training), never a traceback."""
+    code = _exit_code(["tasks", *argv, *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert _exit_code(["tasks"]) == 2  # an action is required
 
 
 @pytest.mark.slow

@@ -104,8 +104,8 @@ def test_sigkill_mid_checkpoint_then_resume(tmp_path):
     assert [s for s, _ in list_checkpoints(out)] == [5]           # the half-written step 10 is not a checkpoint
     assert list((out / "checkpoints").glob(".tmp-step_00000010-*"))
     assert not (out / "model.safetensors").exists()
-    code = cli_main(cli_args(data, out, "--resume", "--max-steps", "12")[:1] + ["--resume", str(out), "--max-steps",
-                                                                                "12", "--no-progress"])
+    # a shorter horizon than the killed run's 1000 steps: the user says so with --extend
+    code = cli_main(["train", "--resume", str(out), "--max-steps", "12", "--extend", "--no-progress"])
     assert code == 0
     assert [s for s, _ in list_checkpoints(out)][-1] == 12
     assert not list((out / "checkpoints").glob(".tmp-*"))
@@ -120,7 +120,7 @@ def test_corrupt_newest_checkpoint_named_and_skipped(tmp_path, capsys):
     newest = out / "checkpoints" / "step_00000004" / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])
     capsys.readouterr()
-    assert cli_main(["train", "--resume", str(out), "--max-steps", "6", "--no-progress"]) == 0
+    assert cli_main(["train", "--resume", str(out), "--max-steps", "6", "--no-progress", "--extend"]) == 0
     captured = capsys.readouterr()
     err = captured.err
     bad = [line for line in err.splitlines() if str(newest) in line]
@@ -131,7 +131,7 @@ def test_corrupt_newest_checkpoint_named_and_skipped(tmp_path, capsys):
         f = folder / "optimizer.safetensors"
         f.write_bytes(f.read_bytes()[:-8])
     capsys.readouterr()
-    assert cli_main(["train", "--resume", str(out), "--max-steps", "8", "--no-progress"]) == 2
+    assert cli_main(["train", "--resume", str(out), "--max-steps", "8", "--no-progress", "--extend"]) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("xlstmkit train: error: no intact checkpoint") and "Traceback" not in err
@@ -154,7 +154,7 @@ def test_resume_warns_when_the_data_changed(tmp_path, capsys):
     assert cli_main(cli_args(data, out, "--max-steps", "2")) == 0
     data.write_text(data.read_text().replace("return", "yield"), encoding="utf-8")
     capsys.readouterr()
-    assert cli_main(["train", "--resume", str(out), "--max-steps", "3", "--no-progress"]) == 0
+    assert cli_main(["train", "--resume", str(out), "--max-steps", "3", "--no-progress", "--extend"]) == 0
     assert "training tokens differ" in capsys.readouterr().err
 
 

@@ -222,6 +222,11 @@ def test_zero_state_is_the_default():
 # decode_step: the fused single-token path used by generate
 
 
+def fused_cache_built(model) -> bool:
+    """Whether the fused decode step's cached weights exist (decode.py keeps them on the model and its blocks)."""
+    return any(k.startswith("_derived_decode") for m in model.modules() for k in m.__dict__)
+
+
 def _decode_reference(model, ids, split):
     """Logits and state of feeding ids[:, split:] one token at a time through `forward` (recurrent form)."""
     with torch.no_grad():
@@ -253,7 +258,7 @@ def test_fused_decode_step_agrees_with_the_sequence_forward_in_float64(changes):
         for t in range(5, 14):
             logits, state = model.decode_step(ids[:, t], state)
             out.append(logits)
-    assert model.__dict__.get("_decode_cache") is not None  # the fused path ran, not the fallback
+    assert fused_cache_built(model)  # the fused path ran, not the plain step
     assert all(torch.equal(a, b) for a, b in zip(before, (t for st in first for t in st)))  # input state untouched
     got = torch.stack(out, 1)
     assert got.dtype == torch.float32
@@ -333,11 +338,11 @@ def test_decode_step_without_the_fused_copy_for_large_models_and_bf16():
         assert torch.allclose(model.decode_step(ids[:, 4], state)[0], ref, atol=1e-5)
         model.decode_cache_max_bytes = 0  # too big to hold twice: decode through forward, and free the copy
         assert torch.allclose(model.decode_step(ids[:, 4], state)[0], ref, atol=1e-5)
-        assert "_decode_cache" not in model.__dict__
+        assert not fused_cache_built(model)
         model16 = model.to(torch.bfloat16)
         model16.decode_cache_max_bytes = 2 << 30
         logits, _ = model16.decode_step(ids[:, 4], model16(ids[:, :4], return_state=True)[1])
-    assert "_decode_cache" not in model16.__dict__ and logits.dtype == torch.float32
+    assert not fused_cache_built(model16) and logits.dtype == torch.float32
     assert (logits - ref).abs().max() < 0.05 * ref.abs().max()
 
 
@@ -369,3 +374,78 @@ def test_fused_decode_weights_follow_conversions_that_replace_every_parameter():
         logits, state = model.decode_step(ids[:, 3], model(ids[:, :3], return_state=True)[1])
     assert state[0].C.dtype == torch.float64
     assert torch.allclose(logits, _decode_reference(model, ids, 3)[0][:, 0], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the plain model against the fused paths; states from another model
+
+
+@pytest.mark.parametrize("changes", [dict(), dict(use_bias=True)])
+def test_fused_and_plain_models_compute_the_same_function(changes):
+    """config.fused picks the one-matmul projections and the fused decode step; fused=False runs the plain lines of
+    model.py: same logits and gradients, and plain steps equal fused steps (float64)."""
+    fused = randomised(tiny(norm_reduction_force_float32=False, **changes), seed=15).double()
+    plain = xLSTMLarge(fused.config.replace(fused=False)).double()
+    plain.load_state_dict(fused.state_dict())
+    ids = torch.randint(0, 61, (2, 20))
+    runs = []
+    for model in (plain, fused):
+        logits, state = model(ids, return_state=True)
+        grads = torch.autograd.grad(logits.logsumexp(-1).mean(), list(model.parameters()))
+        with torch.no_grad():
+            steps, st = [], state
+            for t in range(3):
+                out, st = model.decode_step(ids[:, t], st)
+                steps.append(out)
+        runs.append((logits, state, grads, steps, st))
+    assert fused_cache_built(fused) and not fused_cache_built(plain)
+    for a, b in zip(torch.utils._pytree.tree_leaves(runs[0]), torch.utils._pytree.tree_leaves(runs[1])):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-5, atol=1e-6)  # logits leave in float32
+
+
+@pytest.fixture
+def large_ops_must_not_run(monkeypatch):
+    import xlstmkit.models.xlstm_large.model as large_model
+
+    def op_ran(*args, **kwargs):
+        raise AssertionError("an op ran on a state that should have been refused")
+
+    for name in ("mlstm", "mlstm_step", "fused_decode_step"):
+        monkeypatch.setattr(large_model, name, op_ran)
+
+
+@pytest.mark.parametrize("other", [dict(num_heads=4), dict(qk_dim_factor=0.25), dict(v_dim_factor=0.5),
+                                   dict(num_blocks=3)], ids=["heads", "qk-dim", "v-dim", "blocks"])
+def test_state_of_another_configuration_is_a_value_error_naming_the_block(other, large_ops_must_not_run):
+    model = xLSTMLarge(tiny())
+    state = xLSTMLarge(tiny(**other)).zero_state(2)
+    ids = torch.randint(0, 61, (2, 3))
+    pattern = r"state (of block \d \(mLSTM\): \w+ has shape .* expected|must be a tuple with one entry per block)"
+    with pytest.raises(ValueError, match=pattern):
+        model(ids, state=state)
+    with pytest.raises(ValueError, match=pattern), torch.no_grad():
+        model.decode_step(ids[:, 0], state)
+    with pytest.raises(ValueError, match=pattern):
+        model.generate(ids, 2, state=state)
+    with pytest.raises(ValueError, match=r"block 0 \(mLSTM\): C has shape \(3, "):
+        model(ids, state=model.zero_state(3))
+
+
+def test_state_given_as_lists_works_like_tuples():
+    model = randomised(tiny(), seed=16)
+    ids = torch.randint(0, 61, (2, 9))
+    with torch.no_grad():
+        _, state = model(ids[:, :5], return_state=True)
+        as_lists = [list(s) for s in state]
+        torch.testing.assert_close(model(ids[:, 5:], state=as_lists), model(ids[:, 5:], state=state), rtol=0, atol=0)
+        torch.testing.assert_close(model.decode_step(ids[:, 5], as_lists)[0], model.decode_step(ids[:, 5], state)[0],
+                                   rtol=0, atol=0)
+
+
+def test_old_class_names_still_import_with_a_deprecation_warning():
+    import xlstmkit
+    import xlstmkit.models.xlstm_large as large
+
+    with pytest.warns(DeprecationWarning, match="xLSTMLargeMLSTMLayer"):
+        assert large.mLSTMLayer is large.xLSTMLargeMLSTMLayer
+    assert xlstmkit.xLSTMLarge is xLSTMLarge and xlstmkit.xLSTMLargeConfig is xLSTMLargeConfig

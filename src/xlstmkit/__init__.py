@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # xLSTMLarge lives in its own module; import it on first use so `import xlstmkit` stays light
+    # xLSTMLarge lives in its own folder (models/xlstm_large/); imported on first use so `import xlstmkit` stays light
     if name in ("xLSTMLarge", "xLSTMLargeConfig"):
         from .models import xlstm_large
 

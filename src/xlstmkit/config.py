@@ -39,6 +39,51 @@ def parse_block_pattern(pattern: str, num_blocks: int) -> tuple[int, ...]:
     return tuple(int((j + 0.5) * num_blocks / n_s) for j in range(n_s))
 
 
+def check_positive_int(cfg: object, name: str) -> None:
+    """ValueError unless the field is an int >= 1 (bool is not an int here)."""
+    check_int(cfg, name, 1)
+
+
+def check_int(cfg: object, name: str, minimum: int, why: str = "") -> None:
+    """ValueError unless the field is an int >= minimum; `why` explains the bound."""
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        bound = "a positive integer" if minimum == 1 and not why else f"an integer >= {minimum}{why}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def check_positive_float(cfg: object, name: str, optional: bool = False) -> None:
+    """ValueError unless the field is a finite number > 0 (or None when optional): NaN, inf, 0 and negative values
+    would turn into NaN or inf activations (an eps that is not positive divides by zero)."""
+    value = getattr(cfg, name)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        none = " or None" if optional else ""
+        raise ValueError(f"{name} must be a finite number > 0{none}, got {value!r}")
+
+
+def check_bool(cfg: object, name: str) -> None:
+    """ValueError unless the field is True or False (a string such as "false" would read as true)."""
+    value = getattr(cfg, name)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def check_choice(cfg: object, name: str, choices: tuple) -> None:
+    """ValueError unless the field is one of `choices`."""
+    value = getattr(cfg, name)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_dropout(cfg: object, name: str) -> None:
+    """ValueError unless the field is a probability in [0, 1) (1 would drop everything)."""
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
 class FrozenConfig:
     """Serialisation for the frozen, validated config dataclasses (model and training configs alike)."""
 
@@ -66,7 +111,9 @@ class xLSTMConfig(FrozenConfig):
     up-projection with a gated GeLU feed-forward), residual, pre-LayerNorm.
 
     The block pattern is given either as `slstm_at` (0-based block indices, or "all") or as `block_pattern` in the
-    paper's notation "xLSTM[a:b]"; neither means all mLSTM.
+    paper's notation "xLSTM[a:b]"; neither means all mLSTM (docs/blocks.md). `fused` picks the layers' fused fast
+    paths (folded gate maps, fused norm and skip, the stacked one-token step) over their plain equations; both compute
+    the same function and share the parameters.
     """
 
     vocab_size: int = 256
@@ -96,34 +143,27 @@ class xLSTMConfig(FrozenConfig):
     embedding_dropout: bool = False
     add_post_blocks_norm: bool = True
     tie_weights: bool = False
+    # computation, not architecture: the fused fast paths (True) or the plain equations (False), same function
+    fused: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("vocab_size", "embedding_dim", "num_blocks", "mlstm_num_heads", "slstm_num_heads",
-                    "qkv_proj_blocksize", "chunk_size", "round_up_to")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("mlstm_conv_kernel", "slstm_conv_kernel"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0 (0 disables the convolution), got {value!r}")
-        if self.mlstm_conv_kernel == 0:
-            raise ValueError("mlstm_conv_kernel must be >= 1: the mLSTM block's q and k come from its convolution")
-        for name in ("mlstm_proj_factor", "ffn_proj_factor"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.forget_gate not in ("sigmoid", "exp"):
-            raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {self.forget_gate!r}")
-        if self.mlstm_form not in FORMS:
-            raise ValueError(f"mlstm_form must be one of {FORMS}, got {self.mlstm_form!r}")
-        if self.slstm_bias_init not in SLSTM_BIAS_INITS:
-            raise ValueError(f"slstm_bias_init must be one of {SLSTM_BIAS_INITS}, got {self.slstm_bias_init!r}")
+        for name in ("vocab_size", "embedding_dim", "num_blocks", "mlstm_num_heads", "slstm_num_heads",
+                     "qkv_proj_blocksize", "chunk_size", "round_up_to"):
+            check_positive_int(self, name)
+        check_int(self, "mlstm_conv_kernel", 1, " (the mLSTM block's q and k come from its convolution)")
+        check_int(self, "slstm_conv_kernel", 0, " (0 disables the sLSTM convolution)")
+        for name in ("mlstm_proj_factor", "ffn_proj_factor", "mlstm_eps", "norm_eps"):
+            check_positive_float(self, name)
+        check_dropout(self, "dropout")
+        for name in ("bias", "embedding_dropout", "add_post_blocks_norm", "tie_weights", "fused"):
+            check_bool(self, name)
+        check_choice(self, "forget_gate", ("sigmoid", "exp"))
+        check_choice(self, "mlstm_form", FORMS)
+        check_choice(self, "slstm_bias_init", SLSTM_BIAS_INITS)
         # normalise slstm_at (list from JSON/YAML -> tuple) and check it against block_pattern
         if self.slstm_at is not None and self.slstm_at != "all":
-            if isinstance(self.slstm_at, str) or not all(isinstance(p, int) for p in self.slstm_at):
+            if not isinstance(self.slstm_at, (list, tuple)) or not all(
+                    isinstance(p, int) and not isinstance(p, bool) for p in self.slstm_at):
                 raise ValueError(f"slstm_at must be a list of block indices or 'all', got {self.slstm_at!r}")
             object.__setattr__(self, "slstm_at", tuple(sorted(set(self.slstm_at))))
             bad = [p for p in self.slstm_at if not 0 <= p < self.num_blocks]
@@ -145,7 +185,8 @@ class xLSTMConfig(FrozenConfig):
                                  f"{inner} (= embedding_dim * mlstm_proj_factor rounded up to {self.round_up_to})")
             if inner % self.qkv_proj_blocksize:
                 raise ValueError(f"qkv_proj_blocksize ({self.qkv_proj_blocksize}) must divide the mLSTM inner "
-                                 f"dimension {inner}")
+                                 f"dimension {inner} (= embedding_dim * mlstm_proj_factor rounded up to "
+                                 f"{self.round_up_to})")
         if self.slstm_positions and E % self.slstm_num_heads:
             raise ValueError(f"slstm_num_heads ({self.slstm_num_heads}) must divide embedding_dim ({E})")
 

@@ -1,13 +1,15 @@
-"""Sampling over recurrent state: the prompt is prefilled in one forward pass (chunkwise by default), then one
-recurrent step per token. Memory does not grow with the number of generated tokens: the state has a fixed size and
-`stream` yields each token as it is made.
+"""Sampling over recurrent state. Generation decides the path: the prompt is prefilled through the model's sequence
+`forward` (chunkwise by default), then every new token goes through its one-token `decode_step`. Memory does not grow
+with the number of generated tokens: the state has a fixed size and `stream` yields each token as it is made.
 
-Works for any model with `forward(input_ids, state=None, return_state=True, mlstm_form=None)` and
-`config.vocab_size` (xLSTMLM and xLSTMLarge mix in `GenerationMixin`).
+Works for any model with `forward(input_ids, state=None, return_state=True)` (and `attention_mask=` for padded
+prompts) and `config.vocab_size`; models with `decode_step(tokens, state)` (xLSTMLM, xLSTMLarge) step through it, others through
+`forward` on one token. Batched prompts of different lengths: left-pad them and pass `attention_mask`.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -36,35 +38,80 @@ def check_input_ids(input_ids: object, vocab_size: int, name: str = "input_ids")
                          f"matches the model's vocab_size")
 
 
-def sample_next(logits: Tensor, *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
-    """Choose one token per row from logits (B, V): greedy when temperature == 0, else sample from
-    softmax(logits / temperature) restricted to the top_k tokens and to the smallest set of probability >= top_p."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
+def check_tokens(tokens: object, name: str = "tokens") -> None:
+    """One token per row for a decoding step: an integer tensor of shape (B,) (shape and dtype only: no sync)."""
+    if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of token ids, shape (batch,), got "
+                        f"{type(tokens).__name__ if not isinstance(tokens, Tensor) else tokens.dtype}")
+    if tokens.dim() != 1:
+        raise ValueError(f"{name} must have shape (batch,) (one token per row), got shape {tuple(tokens.shape)}")
+
+
+def check_attention_mask(attention_mask: object, input_ids: Tensor) -> Tensor | None:
+    """attention_mask (B, S) of 0/1 (any integer, float or bool dtype), 1 = real token, 0 = padding, as a bool
+    tensor on input_ids' device; None when it is None or marks every token real (the unmasked path is the fast
+    one)."""
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, Tensor):
+        raise TypeError(f"attention_mask must be a torch.Tensor of 0/1 of shape (batch, seq_len), got "
+                        f"{type(attention_mask).__name__}")
+    if tuple(attention_mask.shape) != tuple(input_ids.shape):
+        raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got "
+                         f"{tuple(attention_mask.shape)}")
+    mask = attention_mask.to(device=input_ids.device)
+    if mask.dtype != torch.bool:
+        if not torch.compiler.is_compiling() and bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
+        mask = mask != 0
+    if not torch.compiler.is_compiling() and bool(mask.all()):
+        return None
+    return mask
+
+
+def sampling_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None) -> Tensor:
+    """The logits sampling draws from, (B, V) float32: logits / temperature with the tokens outside the filters set to
+    -inf. Applied in this order:
+
+    - top_k: keep the k highest logits; tokens tied with the k-th are kept too (the set never depends on the order of
+      the vocabulary), so more than k tokens can remain.
+    - top_p (nucleus), on the distribution left by top_k: keep the smallest set of most probable tokens whose
+      probability reaches top_p, i.e. a token is kept when the mass of the tokens before it (in decreasing order) is
+      below top_p; tokens tied with the least probable kept one are kept too. The most probable token is always
+      kept; top_p = 1 keeps every token.
+    """
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a token when the mass before it already reaches top_p (the first token is always kept)
-        drop = (probs.cumsum(-1) - probs) >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
+        probs = torch.softmax(logits, dim=-1)
+        sorted_probs = torch.sort(probs, dim=-1, descending=True).values
+        kept = (sorted_probs.cumsum(-1) - sorted_probs) < top_p  # a prefix of the sorted tokens (the first is kept)
+        smallest = sorted_probs.masked_fill(~kept, float("inf")).amin(dim=-1, keepdim=True)
+        logits = logits.masked_fill(probs < smallest, float("-inf"))
+    return logits
+
+
+def sample_next(logits: Tensor, *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Choose one token per row from logits (B, V): greedy (argmax) when temperature == 0, else a draw from
+    softmax(`sampling_logits(...)`), the tokens left by the top_k and top_p filters."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(sampling_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
 
@@ -103,6 +150,13 @@ def compiled_decode_step(model) -> Callable[[Tensor, object], tuple[Tensor, obje
     return lambda tokens, state: entry(model, tokens, state)
 
 
+def _last_real(logits: Tensor, mask: Tensor) -> Tensor:
+    """logits (B, S, V) at each row's last real position (mask (B, S) bool, at least one True per row) -> (B, V)."""
+    S = mask.shape[1]
+    last = S - 1 - torch.flip(mask, dims=[1]).int().argmax(dim=1)  # (B,)
+    return logits[torch.arange(logits.shape[0], device=logits.device), last]
+
+
 class GenerationMixin:
     """`generate` and `stream` for recurrent language models."""
 
@@ -120,36 +174,52 @@ class GenerationMixin:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         state=None,
+        attention_mask: Tensor | None = None,
         compile: bool = False,
     ) -> Iterator[Tensor]:
         """Yield the next token of every row, (B,), one step at a time.
 
+        The prompt goes through the model's sequence `forward` (the prefill), then each new token through its
+        one-token `decode_step`. `attention_mask` (B, S) of 0/1 marks the real tokens of prompts of different
+        lengths (left padding, as usual; right padding works too): each row continues as its prompt would alone.
         Rows that produced a stop token keep yielding `pad_token` (default: the first stop token) until all rows have
         stopped or max_new_tokens is reached. `seed` makes sampling reproducible (or pass a torch.Generator).
-        `compile=True` runs the per-token step of models with a `decode_step` (xLSTMLM) through torch.compile
-        (opt-in: it needs a working C++ toolchain and tens of seconds to compile on first use, then each token costs
-        about half; a failed compilation falls back to the plain step with a one-line warning; other models ignore
-        it).
+        `compile=True` runs the per-token step of models with a `decode_step` through torch.compile (opt-in: it
+        needs a working C++ toolchain and tens of seconds to compile on first use, then each token costs about half;
+        a failed compilation falls back to the plain step with a one-line warning; other models ignore it).
         """
         vocab = self.config.vocab_size
         check_input_ids(input_ids, vocab)
         _check_sampling(max_new_tokens, temperature, top_k, top_p)
+        mask = check_attention_mask(attention_mask, input_ids)
+        if mask is not None and not bool(mask.any(dim=1).all()):
+            raise ValueError("attention_mask leaves a row without any real token: every prompt needs at least one")
         stops = torch.tensor(list(stop_tokens or []), dtype=torch.long, device=input_ids.device)
         if stops.numel() and (int(stops.min()) < 0 or int(stops.max()) >= vocab):
             raise ValueError(f"stop_tokens must be ids in [0, {vocab}), got {list(stop_tokens)}")
+        if pad_token is not None and (isinstance(pad_token, bool) or not isinstance(pad_token, int)
+                                      or not 0 <= pad_token < vocab):
+            raise ValueError(f"pad_token must be an id in [0, {vocab}) or None, got {pad_token!r}")
         fill = pad_token if pad_token is not None else (int(stops[0]) if stops.numel() else 0)
         if generator is None and seed is not None:
             generator = torch.Generator(device=input_ids.device).manual_seed(seed)
         was_training = self.training
         self.eval()
-        # models with a `decode_step(tokens (B,), state) -> (logits (B, V), state)` skip the per-call input checks
-        # (the tokens come from the vocabulary, the state from the model)
+        # models with a `decode_step(tokens (B,), state) -> (logits (B, V), state)` step through it; others through
+        # forward on one token
         decode_step = getattr(self, "decode_step", None)
         if compile and decode_step is not None:
             decode_step = compiled_decode_step(self)
         try:
-            logits, state = self(input_ids, state=state, return_state=True)
-            logits = logits[:, -1]
+            if decode_step is not None and input_ids.shape[1] == 1 and mask is None:
+                logits, state = decode_step(input_ids[:, 0], state)  # a one-token prompt: one step
+            else:
+                if mask is None:
+                    logits, state = self(input_ids, state=state, return_state=True)
+                    logits = logits[:, -1]
+                else:
+                    logits, state = self(input_ids, state=state, return_state=True, attention_mask=mask)
+                    logits = _last_real(logits, mask)
             finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             for step in range(max_new_tokens):
                 token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
@@ -164,7 +234,7 @@ class GenerationMixin:
                     if decode_step is not None:
                         logits, state = decode_step(token, state)
                     else:
-                        logits, state = self(token[:, None], state=state, return_state=True, mlstm_form="recurrent")
+                        logits, state = self(token[:, None], state=state, return_state=True)
                         logits = logits[:, -1]
         finally:
             self.train(was_training)
@@ -177,8 +247,9 @@ class GenerationMixin:
         callback: Callable[[Tensor], None] | None = None,
         **kwargs,
     ) -> Tensor:
-        """The prompt followed by up to max_new_tokens generated tokens, (B, S + n). `callback(token (B,))` is called
-        after every step (for streaming); other keyword arguments as in `stream`."""
+        """The prompt (padding included) followed by up to max_new_tokens generated tokens, (B, S + n).
+        `callback(token (B,))` is called after every step (for streaming); other keyword arguments as in `stream`
+        (`attention_mask` for padded prompts)."""
         out = [input_ids]
         for token in self.stream(input_ids, max_new_tokens, **kwargs):
             if callback is not None:

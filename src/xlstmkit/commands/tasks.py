@@ -3,6 +3,8 @@
     xlstmkit tasks list
     xlstmkit tasks run parity --model xlstm11 --steps 2000 --test-lengths 40:256 --json parity.json
     xlstmkit tasks grid --tasks parity mod_arith --models xlstm01 xlstm11 llama --steps 2000 --out results/
+
+The cell options below are the fields of `xlstmkit.train.synthetic.CellConfig` (defaults shown come from there).
 """
 
 from __future__ import annotations
@@ -13,45 +15,62 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .common import add_engine_flags, add_field_flags, engine, given
+
+_CELL_FLAGS: list[str] = []
+
+
+def _range(text: str) -> tuple[int, int]:
+    from ..train.synthetic import parse_lengths
+
+    try:
+        values = parse_lengths(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return min(values), max(values)
+
+
+def _lengths(text: str) -> list[int]:
+    from ..train.synthetic import parse_lengths
+
+    try:
+        return parse_lengths(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 def _add_cell_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=2000, help="training steps (default 2000; the paper uses 100k)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the training data and the model initialisation")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to --min-lr)")
-    p.add_argument("--min-lr", type=float, default=1e-5)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--dim", type=int, default=64,
-                   help="width of xLSTM[1:1]; other models get the width matching its parameter count")
-    p.add_argument("--heads", type=int, default=1, help="mLSTM/sLSTM heads of the xLSTM models")
-    p.add_argument("--no-match-params", dest="match_params", action="store_false",
-                   help="give every model width --dim instead of matching parameter counts")
-    p.add_argument("--train-lengths", default=None, help="inclusive range A:B of training lengths (default 1:40)")
-    p.add_argument("--test-lengths", default=None,
-                   help="test lengths 'A:B', 'A:B:STEP' or 'A,B,C' (default 40:256; MQAR: its context length)")
-    p.add_argument("--eval-samples", type=int, default=16, help="test instances per test length")
-    p.add_argument("--eval-seed", type=int, default=1234, help="seed of the test instances (shared by all models)")
-    p.add_argument("--mqar-vocab", type=int, default=None, help="MQAR vocabulary size (default 8192)")
-    p.add_argument("--mqar-pairs", type=int, default=None, help="MQAR key-value pairs (task 'mqar': default 4)")
-    p.add_argument("--mqar-context", type=int, default=None, help="MQAR context length (task 'mqar': default 64)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--log-every", type=int, default=0, help="print the training loss every N steps to stderr")
-    p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    from ..train.synthetic import CellConfig
+
+    group = p.add_argument_group("cell options (fields of CellConfig)")
+    _CELL_FLAGS[:] = add_field_flags(group, CellConfig, parsers={"range": _range, "lengths": _lengths})
+    group.add_argument("--mqar-vocab", type=int, default=None, metavar="N", help="MQAR vocabulary size (default 8192)")
+    group.add_argument("--mqar-pairs", type=int, default=None, metavar="N",
+                       help="MQAR key-value pairs (task 'mqar': default 4)")
+    group.add_argument("--mqar-context", type=int, default=None, metavar="N",
+                       help="MQAR context length (task 'mqar': default 64)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    add_engine_flags(p)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    from .common import ArgumentParser
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n", 1)[1]
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=ArgumentParser)
     sub.required = True
     sub.add_parser("list", help="list the tasks and models")
     run = sub.add_parser("run", help="train and evaluate one task with one model")
     run.add_argument("task", help="task name (see `xlstmkit tasks list`)")
     run.add_argument("--model", required=True, help="xlstm[0:1] | xlstm[1:0] | xlstm[1:1] | llama | mamba | lstm")
-    run.add_argument("--json", default=None, help="also write the result as JSON to this file")
+    run.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON to this file")
     _add_cell_options(run)
     grid = sub.add_parser("grid", help="train and evaluate tasks x models; write a table and a heat-map")
     grid.add_argument("--tasks", nargs="+", default=None, help="task names (default: the paper's Figure 4 tasks)")
     grid.add_argument("--models", nargs="+", default=None, help="model names (default: all)")
-    grid.add_argument("--out", required=True, help="directory for results.json, results.md and heatmap.png")
+    grid.add_argument("--out", required=True, metavar="DIR",
+                      help="directory for results.json, results.md and heatmap.png")
     _add_cell_options(grid)
 
 
@@ -60,24 +79,22 @@ FIGURE4_TASKS = ("bucket_sort", "missing_duplicate", "mod_arith_brackets", "solv
 
 
 def _cell_config(args: argparse.Namespace, task: str, model: str):
-    from xlstmkit.train.synthetic import CellConfig, parse_lengths
+    from ..train.synthetic import CellConfig
 
-    train_lengths = None
-    if args.train_lengths:
-        values = parse_lengths(args.train_lengths)
-        train_lengths = (min(values), max(values))
     options: dict[str, Any] = {}
     for key, value in (("vocab_size", args.mqar_vocab), ("num_kv_pairs", args.mqar_pairs),
                        ("context_length", args.mqar_context)):
         if value is not None:
             options[key] = value
-    return CellConfig(
-        task=task, model=model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
-        weight_decay=args.weight_decay, dim=args.dim, heads=args.heads, match_params=args.match_params,
-        seed=args.seed, eval_seed=args.eval_seed, train_lengths=train_lengths,
-        test_lengths=parse_lengths(args.test_lengths) if args.test_lengths else None,
-        eval_samples=args.eval_samples, task_options=options, log_every=args.log_every, device=args.device,
-    )
+    fields = given(args, _CELL_FLAGS)
+    engine_fields = {k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None}
+    return CellConfig(task=task, model=model, task_options=options, **engine_fields, **fields)
+
+
+def _check_task(task: str, options: dict[str, Any]) -> None:
+    from ..data.synthetic import get_task
+
+    get_task(task, **(options if task.startswith("mqar") else {}))
 
 
 def _summary_line(r: dict[str, Any]) -> str:
@@ -87,8 +104,8 @@ def _summary_line(r: dict[str, Any]) -> str:
 
 
 def _list() -> int:
-    from xlstmkit.data.synthetic import TASKS
-    from xlstmkit.train.synthetic import MODELS
+    from ..data.synthetic import TASKS
+    from ..train.synthetic import MODELS
 
     print("tasks:")
     for name, factory in TASKS.items():
@@ -102,27 +119,39 @@ def _list() -> int:
 def main(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _list()
-    import torch
+    from .. import runs
+    from ..train.synthetic import MODELS, canonical_model_name, run_cell, run_grid
 
-    from xlstmkit.train.synthetic import run_cell, run_grid
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    # -- every argument checked before any training -----------------------------------------------------------------
+    engine(args)
     if args.action == "run":
-        result = run_cell(_cell_config(args, args.task, args.model))
+        cfg = _cell_config(args, args.task, args.model)
+        task = _task_for(cfg)  # an unknown task or bad MQAR options fail here
+        for n in (*(cfg.train_lengths or ()), *(cfg.test_lengths or ())):
+            task.check_length(n)
+        if args.json:
+            runs.check_writable_file(args.json, "--json")
+        result = run_cell(cfg, progress=not args.no_progress)
         print(_summary_line(result))
         per = result["per_length"]
         print("per test length: " + ", ".join(f"{n}: {v['scaled_accuracy']:.2f}" for n, v in per.items()))
         if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
-        return 0
-    from xlstmkit.train.synthetic import MODELS
+            from ..train.checkpoint import atomic_write_bytes
 
+            atomic_write_bytes(args.json, json.dumps(result, indent=1).encode("utf-8"))
+        return 0
     tasks = args.tasks or list(FIGURE4_TASKS)
-    models = args.models or list(MODELS)
+    models = [canonical_model_name(m) for m in (args.models or list(MODELS))]
     base = _cell_config(args, tasks[0], models[0])
+    for task in tasks:
+        _check_task(task, base.task_options)
+    runs.prepare_dir(args.out, "--out")
     results = run_grid(tasks, models, base, args.out, on_cell=lambda r: print(_summary_line(r), flush=True))
     print(f"wrote {Path(args.out) / 'results.md'} and heatmap.png ({len(results)} cells)", file=sys.stderr)
     return 0
+
+
+def _task_for(cfg):
+    from ..data.synthetic import get_task
+
+    return get_task(cfg.task, **cfg.task_options)

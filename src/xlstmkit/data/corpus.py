@@ -95,9 +95,30 @@ def is_validation(key: str, val_fraction: float) -> bool:
     return (_path_hash(key) % 10_000) < int(round(val_fraction * 10_000))
 
 
+# at most this fraction of a file's bytes may be invalid UTF-8 (replaced by U+FFFD); more means it is not UTF-8 text
+MAX_INVALID_FRACTION = 0.01
+
+
 def read_text_file(path: Path) -> str:
-    """A file's text as UTF-8 (undecodable bytes replaced), with Windows line endings normalised."""
-    return path.read_bytes().decode("utf-8", errors="replace").replace("\r\n", "\n")
+    """A file's text as UTF-8, with Windows line endings normalised.
+
+    Binary data is refused rather than silently turned into U+FFFD characters (which a model would then learn): a
+    file with a NUL byte, or with more than 1 % of its bytes invalid as UTF-8 (e.g. Latin-1 text), is a one-line
+    ValueError naming the file and the fix; a few stray invalid bytes are replaced.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"--data {path}: cannot read it ({exc.strerror})") from None
+    if b"\x00" in data:
+        raise ValueError(f"--data {path}: not a text file (it contains NUL bytes, so it is binary data): give UTF-8 "
+                         f"text files")
+    text = data.decode("utf-8", errors="replace")
+    invalid = text.count("\ufffd") - data.count("\ufffd".encode("utf-8"))
+    if invalid > max(4, MAX_INVALID_FRACTION * len(data)):
+        raise ValueError(f"--data {path}: not UTF-8 text ({invalid} of {len(data)} bytes are not valid UTF-8): "
+                         f"convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    return text.replace("\r\n", "\n")
 
 
 def split_keyed_docs(keyed: list[tuple[str, str]], val_fraction: float, name: str, description: str) -> Corpus:

@@ -57,18 +57,17 @@ def load_text_folder(path: Path, val_fraction: float) -> Corpus:
 def load_jsonl(path: Path, val_fraction: float, text_field: str = "text") -> Corpus:
     """A JSON-lines file, one object per line with a string under `text_field`; split by record."""
     keyed: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"--data {path}: line {lineno} is not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                raise ValueError(f"--data {path}: line {lineno} has no string field {text_field!r} "
-                                 "(set another one with --set text_field=NAME)")
-            keyed.append((f"{lineno}", record[text_field]))
+    for lineno, line in enumerate(read_text_file(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--data {path}: line {lineno} is not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+            raise ValueError(f"--data {path}: line {lineno} has no string field {text_field!r} "
+                             "(set another one with --set text_field=NAME)")
+        keyed.append((f"{lineno}", record[text_field]))
     if not keyed:
         raise ValueError(f"--data {path}: no records")
     if len(keyed) == 1:

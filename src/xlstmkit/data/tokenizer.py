@@ -1,10 +1,13 @@
 """Tokenizers with one interface: `encode`, `decode`, `vocab_size`, `token_bytes`, `save`, `load`.
 
-Two kinds:
+Three kinds:
 - `ByteTokenizer`: the UTF-8 bytes of the text, vocabulary 256; needs no training and no file.
 - `BPETokenizer`: byte-level BPE trained with Hugging Face `tokenizers` on the training text and saved as
   `tokenizer.json` in the run folder. Byte-level means every token is a sequence of bytes, so any text round-trips
-  and the number of bytes each token stands for is known exactly (needed for bits per byte).
+  and the number of bytes each token stands for is known exactly (needed for bits per byte). A Hugging Face model
+  folder's byte-level `tokenizer.json` (GPT-2 / GPT-NeoX style, e.g. xLSTM-7B's) is read as one too.
+- `HFTokenizer`: any other `tokenizer.json` (e.g. SentencePiece-style pieces); a token's bytes are the UTF-8 of its
+  decoded text, so bits per byte are approximate for it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Iterable, Iterator, Protocol
 import torch
 
 TOKENIZER_FILE = "tokenizer.json"
-TOKENIZER_KINDS = ("bytes", "bpe")
+TOKENIZER_KINDS = ("bytes", "bpe", "hf")
 _SAFE_CUT = re.compile(r"\n(?=\S)")
 
 
@@ -162,27 +165,79 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
-        from tokenizers import Tokenizer as HFTokenizer
-
         path = Path(path)
         if path.is_dir():
             path = path / TOKENIZER_FILE
         if not path.is_file():
             raise FileNotFoundError(f"BPE tokenizer file {path} not found")
+        tok = _read_hf_file(path)
         try:
-            return cls(HFTokenizer.from_file(str(path)))
-        except Exception as exc:
-            raise ValueError(f"tokenizer file {path} is corrupt or not a tokenizers JSON file: {exc}") from None
+            return cls(tok)
+        except ValueError as exc:
+            raise ValueError(f"tokenizer file {path}: {exc}") from None
+
+
+class HFTokenizer:
+    """A `tokenizers.Tokenizer` that is not byte-level, behind the same interface."""
+
+    kind = "hf"
+
+    def __init__(self, hf_tokenizer) -> None:
+        self._tok = hf_tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode([int(i) for i in ids])
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._tok.decode([int(token_id)]).encode("utf-8")
+
+    def save(self, run_dir: str | Path) -> None:
+        from ..train.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(run_dir) / TOKENIZER_FILE, self._tok.to_str().encode("utf-8"))
+
+
+def _read_hf_file(path: Path):
+    try:
+        from tokenizers import Tokenizer as HFTok
+    except ImportError:
+        raise ImportError("reading tokenizer.json needs Hugging Face `tokenizers`: pip install tokenizers") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file {path} not found")
+    try:
+        return HFTok.from_file(str(path))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"tokenizer file {path} is corrupt or not a tokenizers JSON file: {first}") from None
+
+
+def load_hf_tokenizer(folder: str | Path) -> Tokenizer:
+    """The `tokenizer.json` of a Hugging Face model folder: a `BPETokenizer` when it is byte-level, else an
+    `HFTokenizer`."""
+    tok = _read_hf_file(Path(folder) / TOKENIZER_FILE)
+    try:
+        return BPETokenizer(tok)
+    except ValueError:
+        return HFTokenizer(tok)
 
 
 def load_tokenizer(kind: str, run_dir: str | Path | None = None) -> Tokenizer:
-    """The tokenizer of a run: `bytes`, or `bpe` read from `run_dir/tokenizer.json`."""
+    """The tokenizer of a run: `bytes`, or `bpe` / `hf` read from `run_dir/tokenizer.json`."""
     if kind == "bytes":
         return ByteTokenizer()
-    if kind == "bpe":
+    if kind in ("bpe", "hf"):
         if run_dir is None:
-            raise ValueError("a BPE tokenizer is loaded from a run folder: pass run_dir")
-        return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE)
+            raise ValueError(f"a {kind} tokenizer is loaded from a run folder: pass run_dir")
+        if kind == "bpe":
+            return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE)
+        return HFTokenizer(_read_hf_file(Path(run_dir) / TOKENIZER_FILE))
     raise ValueError(f"tokenizer must be one of {TOKENIZER_KINDS}, got {kind!r}")
 
 
@@ -200,9 +255,14 @@ def token_byte_lengths(tokenizer: Tokenizer) -> torch.Tensor:
 
 
 def stream_decode(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
-    """Decode token ids one at a time into text pieces, holding back incomplete UTF-8 sequences (for streaming)."""
+    """Decode token ids one at a time into text pieces, holding back incomplete UTF-8 sequences (for streaming).
+    Ids outside the tokenizer's vocabulary (the padding rows of a model's larger embedding table) stand for no
+    text."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    vocab = tokenizer.vocab_size
     for i in ids:
+        if not 0 <= int(i) < vocab:  # a padding row of a model whose table is larger than the tokenizer (no text)
+            continue
         piece = decoder.decode(tokenizer.token_bytes(int(i)))
         if piece:
             yield piece
@@ -214,3 +274,42 @@ def stream_decode(tokenizer: Tokenizer, ids: Iterable[int]) -> Iterator[str]:
 def tokenizer_info(tokenizer: Tokenizer) -> dict:
     """What config.json records about a tokenizer."""
     return {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}
+
+
+def sample_text(model, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, *, temperature: float = 0.8,
+                top_k: int | None = None, top_p: float | None = None, seed: int | None = 0, echo: bool = True,
+                out=None, stop_tokens: list[int] | None = None) -> str:
+    """Generate from `prompt` with `model.stream` (recurrent state, constant memory), decoding token by token and
+    writing the text to `out` (stdout) as it is produced when `echo`; returns prompt + generated text. An empty
+    prompt starts from a new line (or the model's BOS token when it has one)."""
+    import sys
+
+    out = out or sys.stdout
+    ids = tokenizer.encode(prompt) if prompt else []
+    if not ids:
+        bos = getattr(getattr(model, "config", None), "bos_token_id", None)
+        ids = [bos] if isinstance(bos, int) else (tokenizer.encode("\n") or [0])
+    input_ids = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)  # (1, S)
+    if echo:
+        out.write(prompt)
+        out.flush()
+    stops = set(stop_tokens or ())
+
+    def tokens():
+        for token in model.stream(input_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                  seed=seed):
+            if int(token[0]) in stops:
+                return
+            yield int(token[0])
+
+    pieces = []
+    for piece in stream_decode(tokenizer, tokens()):
+        pieces.append(piece)
+        if echo:
+            out.write(piece)
+            out.flush()
+    if echo:
+        out.write("\n")
+        out.flush()
+    return prompt + "".join(pieces)
+

@@ -1,5 +1,15 @@
-"""Whole models. Import the one you need from its module; the paper's LM is re-exported here."""
+"""Whole models: the paper's LM (`xlstm_lm.py`) and xLSTM-Large, the 7B architecture (the `xlstm_large/` folder).
+The paper's LM is re-exported here; xLSTM-Large is imported on first use (`xlstmkit.models.xLSTMLarge`)."""
 
 from .xlstm_lm import xLSTMLM
 
-__all__ = ["xLSTMLM"]
+
+def __getattr__(name: str):
+    if name in ("xLSTMLarge", "xLSTMLargeConfig"):
+        from . import xlstm_large
+
+        return getattr(xlstm_large, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["xLSTMLM", "xLSTMLarge", "xLSTMLargeConfig"]

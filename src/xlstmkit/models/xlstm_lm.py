@@ -3,19 +3,24 @@
     model = xLSTMLM(xLSTMConfig(vocab_size=256, embedding_dim=128, num_blocks=4, block_pattern="xLSTM[3:1]"))
     logits = model(input_ids)                                   # (B, S, V), any S >= 1
     logits, state = model(input_ids, return_state=True)         # carry `state` into the next call
+    logits = model(input_ids, attention_mask=mask)              # padded batches: pads change no state
+    logits, state = model.decode_step(tokens, state)            # one token per row, (B,) -> (B, V)
     tokens = model.generate(prompt_ids, max_new_tokens=100, temperature=0.8, top_k=50, seed=0)
 
 Feeding a sequence in pieces with the returned state gives the same logits as feeding it whole, in every mLSTM
-computation form ("chunkwise" default, "parallel", "recurrent"; per call with `mlstm_form=`).
+computation form ("chunkwise" default, "parallel", "recurrent"; per call with `mlstm_form=`). `forward` is the
+sequence path and `decode_step` the one-token path; generation chooses between them (prefill, then steps).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..config import xLSTMConfig
-from ..generation import GenerationMixin, check_input_ids
+from ..generation import GenerationMixin, check_attention_mask, check_input_ids, check_tokens
 from ..nn.block_stack import BlockState, xLSTMBlockStack
 from ..nn.init import small_init_
 from ..nn.weight_cache import clear_derived
@@ -42,43 +47,35 @@ class xLSTMLM(GenerationMixin, nn.Module):
         if not self.config.tie_weights:
             small_init_(self.head.weight, self.config.embedding_dim)
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+    def zero_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """The empty state (what `state=None` means), e.g. to preallocate or to inspect sizes."""
         return self.stack.zero_state(batch_size, device)
 
     def forward(
         self,
         input_ids: Tensor,
-        state: State | None = None,
+        state: Sequence[BlockState] | None = None,
         return_state: bool = False,
         mlstm_form: str | None = None,
+        attention_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, State]:
-        """input_ids (B, S) -> logits (B, S, vocab_size) [, state after the last token]."""
+        """input_ids (B, S) -> logits (B, S, vocab_size) [, state after the last step].
+
+        attention_mask (B, S) of 0/1 (or bool), 1 at real tokens: padded positions (left, right or inside a row)
+        leave every block's state as it was, so each row computes what it would alone; their logits are not
+        meaningful. A state from another model configuration or batch size is a ValueError."""
         check_input_ids(input_ids, self.config.vocab_size)
-        form = mlstm_form or self.config.mlstm_form
-        if input_ids.shape[1] == 1 and form == "recurrent" and self._can_step():
-            self.stack._check_state(state)
-            logits, new_state = self.decode_step(input_ids[:, 0], state)
-            logits = logits.unsqueeze(1)
-        else:
-            x = self.embedding_dropout(self.embedding(input_ids))
-            x, new_state = self.stack(x, state, form)
-            logits = self.head(x)
+        mask = check_attention_mask(attention_mask, input_ids)
+        x = self.embedding_dropout(self.embedding(input_ids))
+        x, new_state = self.stack(x, state, mlstm_form or self.config.mlstm_form, mask)
+        logits = self.head(x)
         return (logits, new_state) if return_state else logits
 
-    def _can_step(self) -> bool:
-        """Whether `decode_step` applies: a float32 model outside autocast (other dtypes take the general path,
-        which converts the states)."""
-        w = self.embedding.weight
-        return w.dtype == torch.float32 and not torch.is_autocast_enabled(w.device.type)
-
-    def decode_step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """One token per row, tokens (B,) -> logits (B, vocab_size), new state: the same numbers as
-        `forward(tokens[:, None], state, return_state=True, mlstm_form="recurrent")` without the input checks and the
-        sequence axis (generation's hot path; `stream` calls it once per token after validating its inputs once)."""
-        if not self._can_step():
-            logits, state = self(tokens[:, None], state=state, return_state=True, mlstm_form="recurrent")
-            return logits[:, 0], state
+    def decode_step(self, tokens: Tensor, state: Sequence[BlockState] | None = None) -> tuple[Tensor, State]:
+        """One token per row, tokens (B,) -> logits (B, vocab_size), new state: the numbers of
+        `forward(tokens[:, None], state, return_state=True)` through each block's one-token `step` (generation's hot
+        path; shapes are checked, token values are bounds-checked by the embedding)."""
+        check_tokens(tokens)
         x = self.embedding_dropout(self.embedding(tokens))  # (B, E)
         x, new_state = self.stack.step(x, state)
         return self.head(x), new_state

@@ -30,22 +30,56 @@ class CausalConv1d(nn.Module):
     def zero_state(self, batch_size: int, dtype=None, device=None) -> Tensor:
         return torch.zeros(batch_size, self.kernel_size - 1, self.dim, dtype=dtype, device=device)
 
-    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        """One time step, x (B, D) and state (B, K-1, D) of x's dtype -> y (B, D), new state: a weighted sum over the
-        window (generation's hot path; the same numbers as forward on a length-1 sequence)."""
-        window = torch.cat([state, x.unsqueeze(1)], dim=1)  # (B, K, D)
-        y = torch.linalg.vecdot(window, self.weight.squeeze(1).t(), dim=1)  # (B, D)
-        return (y if self.bias is None else y + self.bias), window[:, 1:]
+    def step(self, x: Tensor, state: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One time step, x (B, D) and state (B, K-1, D) -> y (B, D), new state (in x's dtype): a weighted sum over
+        the window [state, x] (the same numbers as forward on a length-1 sequence). With mask (B,) bool, rows where
+        it is False are padding: their state is kept as it was (and their y is 0)."""
+        dt = x.dtype
+        window = torch.cat([_as(state, dt), x.unsqueeze(1)], dim=1)  # (B, K, D)
+        y = torch.linalg.vecdot(window, _as(self.weight, dt).squeeze(1).t(), dim=1)  # (B, D)
+        if self.bias is not None:
+            y = y + _as(self.bias, dt)
+        if mask is None:
+            return y, window[:, 1:]
+        return y * mask.unsqueeze(-1), torch.where(mask.view(-1, 1, 1), window[:, 1:], _as(state, dt))
 
-    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x (B, S, D) -> y (B, S, D), new state (B, K-1, D)."""
+    def forward(self, x: Tensor, state: Tensor | None = None, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, S, D) -> y (B, S, D), new state (B, K-1, D) (the last K-1 inputs, in x's dtype).
+
+        mask (B, S) bool, True at real steps: the convolution skips the padding. At a real step the window holds that
+        row's previous K-1 real inputs (the state counts as real inputs before the sequence), the new state is the
+        last K-1 real inputs, and y is 0 at padded steps. Computed by moving each row's real inputs to the front
+        (a stable sort of the positions), convolving that packed sequence and gathering the outputs back."""
         B = x.shape[0]
         if state is None:
             state = self.zero_state(B, x.dtype, x.device)
-        xs = torch.cat([state.to(x.dtype), x], dim=1)  # (B, K-1+S, D)
-        new_state = xs[:, xs.shape[1] - (self.kernel_size - 1):]
-        return _ShiftedConv.apply(xs, self.weight.to(x.dtype).squeeze(1).t(),
-                                  None if self.bias is None else self.bias.to(x.dtype)), new_state
+        xs = torch.cat([_as(state, x.dtype), x], dim=1)  # (B, K-1+S, D)
+        w = _as(self.weight, x.dtype).squeeze(1).t()  # (K, D)
+        b = None if self.bias is None else _as(self.bias, x.dtype)
+        if mask is None:
+            return _ShiftedConv.apply(xs, w, b), xs[:, xs.shape[1] - (self.kernel_size - 1):]
+        return _masked_conv(xs, w, b, mask)
+
+
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in `dtype` (a same-dtype `.to` is still an operator call, which the one-token step cannot afford)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _masked_conv(xs: Tensor, w: Tensor, b: Tensor | None, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The causal convolution of each row's real inputs only. xs (B, K-1+S, D) = [state, x], w (K, D), mask (B, S)
+    bool -> y (B, S, D) (0 at padded steps), new state (B, K-1, D)."""
+    B, L, D = xs.shape
+    K = w.shape[0]
+    real = torch.cat([mask.new_ones(B, K - 1), mask], dim=1)  # (B, L): the state's K-1 entries are real inputs
+    order = torch.argsort((~real).to(torch.uint8), dim=1, stable=True)  # real positions first, in time order
+    packed = xs.gather(1, order.unsqueeze(-1).expand(B, L, D))  # (B, L, D): row b's real inputs, then its pads
+    y_packed = _ShiftedConv.apply(packed, w, b)  # (B, S, D): y_packed[:, r] has the window of real inputs r..r+K-1
+    rank = real.long().cumsum(1)[:, K - 1:] - K  # (B, S): index in y_packed of each real step
+    y = y_packed.gather(1, rank.clamp_min(0).unsqueeze(-1).expand(B, -1, D)) * mask.unsqueeze(-1).to(xs.dtype)
+    n_real = rank[:, -1:] + K  # (B, 1): real inputs in the row, state included (>= K-1)
+    last = n_real - (K - 1) + torch.arange(K - 1, device=xs.device)  # (B, K-1): the last K-1 real inputs
+    return y, packed.gather(1, last.unsqueeze(-1).expand(B, K - 1, D))
 
 
 class _ShiftedConv(torch.autograd.Function):

@@ -1,4 +1,4 @@
-"""The initialisations of the xLSTM paper's code (reference/xlstm-paper.md section 1.6)."""
+"""The initialisations of the xLSTM paper's code; what each starts at and why: docs/blocks.md."""
 
 from __future__ import annotations
 

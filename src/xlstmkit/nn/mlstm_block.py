@@ -1,11 +1,19 @@
-"""The mLSTM block of the NeurIPS paper: pre up-projection, like Mamba (reference/xlstm-paper.md section 1.5).
+"""The mLSTM block of the NeurIPS paper: pre up-projection, like Mamba (docs/blocks.md).
 
-    x_in, z = split(proj_up(LN(x)))                      # 2 x inner
+    x_in, z = split(proj_up(x))                          # 2 x inner (x already normalised by the block)
     x_c     = SiLU(CausalConv1d(x_in))
     q, k    = BlockDiag(x_c), BlockDiag(x_c);  v = BlockDiag(x_in)
     i~, f~  = Linear(cat[q, k, v]) -> one scalar per head each
     h       = MultiHeadNorm(mLSTM(q, k, v, i~, f~)) + skip * x_c
-    x      += proj_down(h * SiLU(z))
+    y       = proj_down(h * SiLU(z))
+    block:  x + y(LN(x))
+
+`MLSTMLayer.forward` and `.step` are these lines. With `cfg.fused` (the default) they hand over to `forward_fused`
+and `step_fused`, which compute the same function in fewer, larger operations (tests/test_nn_mlstm_layer.py holds
+them to the plain methods, values and gradients, float32 and bf16 autocast).
+
+With an attention mask (B, S) (True = real step), a padded step changes no state: the convolution skips it (its
+window holds the row's previous real inputs) and the mLSTM op holds (C, n, m) there.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import xLSTMConfig
-from ..ops.mlstm import MLSTMState, mlstm, mlstm_step, state_dtype, zero_state
+from ..ops.gates import state_dtype
+from ..ops.mlstm import MLSTMState, mlstm, mlstm_step, zero_state
 from .conv import CausalConv1d
 from .init import small_init_, wang_init_
 from .linear import HeadwiseLinear, headwise_linear_shared, headwise_linear_stack
@@ -29,7 +38,14 @@ class MLSTMBlockState(NamedTuple):
     cell: MLSTMState  # (C, n, m) of the mLSTM heads
 
 
+def mask_kwargs(mask: Tensor | None) -> dict:
+    """`mask=` for an op only when a mask is given (unmasked calls keep the ops' plain signature)."""
+    return {} if mask is None else {"mask": mask}
+
+
 class MLSTMLayer(nn.Module):
+    """x (B, S, E) (normalised) -> y (B, S, E) and the new state; the equations in this module's docstring."""
+
     def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
         super().__init__()
         E, inner, NH = cfg.embedding_dim, cfg.mlstm_inner_dim, cfg.mlstm_num_heads
@@ -46,6 +62,7 @@ class MLSTMLayer(nn.Module):
         self.learnable_skip = nn.Parameter(torch.ones(inner))
         self.proj_down = nn.Linear(inner, E, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.fused = cfg.fused  # forward/step hand over to forward_fused/step_fused (same function, faster)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -71,6 +88,65 @@ class MLSTMLayer(nn.Module):
             self.conv.zero_state(batch_size, torch.float32, device),
             zero_state(batch_size, self.num_heads, self.head_dim, self.head_dim, device=device),
         )
+
+    def state_shapes(self, batch_size: int) -> MLSTMBlockState:
+        """The shape of every tensor of the state, in the state's layout (for validating a given state)."""
+        B, NH, DH = batch_size, self.num_heads, self.head_dim
+        return MLSTMBlockState((B, self.conv.kernel_size - 1, self.inner), MLSTMState((B, NH, DH, DH), (B, NH, DH),
+                                                                                     (B, NH)))
+
+    # -- the plain equations ------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise",
+                mask: Tensor | None = None) -> tuple[Tensor, MLSTMBlockState]:
+        """x (B, S, E) -> (B, S, E), new state. mask (B, S) bool: False at padded steps (they change no state)."""
+        if self.fused:
+            return self.forward_fused(x, state, form, mask)
+        x_in, z = self.proj_up(x).split(self.inner, dim=-1)  # (B, S, inner) each
+        x_c, conv_state = self.conv(x_in, None if state is None else state.conv, mask)
+        x_c = F.silu(x_c)
+        q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_in)
+        qkv = torch.cat([q, k, v], dim=-1)
+        i, f = self.igate(qkv), self.fgate(qkv)  # (B, S, NH) each
+        h, cell = self._cell(q, k, v, i, f, state, form, mask)  # (B, S, NH, DH)
+        h = self.outnorm(h) + self.learnable_skip * x_c
+        y = self.dropout(self.proj_down(h * F.silu(z)))
+        return y, MLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
+
+    def step(self, x: Tensor, state: MLSTMBlockState) -> tuple[Tensor, MLSTMBlockState]:
+        """One token: x (B, E), state given -> (B, E), new state: forward on a length-1 sequence, without the
+        sequence axis (generation). Any dtype, autocast included; hands over to `step_fused` when `fused` and the
+        model computes in its state's dtype (float32/float64, no autocast)."""
+        if self.fused and x.dtype == state.cell.C.dtype and not torch.is_autocast_enabled(x.device.type):
+            return self.step_fused(x, state)
+        B = x.shape[0]
+        NH, DH, cfg = self.num_heads, self.head_dim, self.cfg
+        x_in, z = self.proj_up(x).split(self.inner, dim=-1)  # (B, inner) each
+        x_c, conv_state = self.conv.step(x_in, state.conv)
+        x_c = F.silu(x_c)
+        q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_in)
+        qkv = torch.cat([q, k, v], dim=-1)
+        i, f = self.igate(qkv), self.fgate(qkv)  # (B, NH) each
+        h, cell = mlstm_step(q.view(B, NH, DH), k.view(B, NH, DH), v.view(B, NH, DH), i, f, state.cell,
+                             eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
+        h = self.outnorm(h) + self.learnable_skip * x_c
+        y = self.dropout(self.proj_down(h * F.silu(z)))
+        return y, MLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
+
+    def _cell(self, q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMBlockState | None,
+              form: str, mask: Tensor | None) -> tuple[Tensor, MLSTMState]:
+        """The mLSTM op over the heads: q, k, v (B, S, inner), i, f (B, S, NH) -> h (B, S, NH, DH), new cell state."""
+        B, S, _ = q.shape
+        NH, DH, cfg = self.num_heads, self.head_dim, self.cfg
+
+        def heads(t: Tensor) -> Tensor:  # (B, S, inner) -> (B, NH, S, DH)
+            return t.view(B, S, NH, DH).transpose(1, 2)
+
+        h, cell = mlstm(heads(q), heads(k), heads(v), i.transpose(1, 2), f.transpose(1, 2), form=form,
+                        chunk_size=cfg.chunk_size, initial_state=None if state is None else state.cell,
+                        return_state=True, eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate, **mask_kwargs(mask))
+        return h.transpose(1, 2), cell
+
+    # -- the fused variants ---------------------------------------------------------------------------------------
 
     def gate_maps(self) -> tuple[Tensor, Tensor, Tensor]:
         """The input and forget gates' linear map on cat[q, k, v] folded through the q, k, v projections:
@@ -109,45 +185,28 @@ class MLSTMLayer(nn.Module):
         hs = torch.addcmul(x_c * self.learnable_skip.to(dt), hn, (1.0 + self.outnorm.weight).to(dt))
         return self.proj_down(hs * F.silu(z))
 
-    def forward(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise"
-                ) -> tuple[Tensor, MLSTMBlockState]:
-        """x (B, S, E) -> (B, S, E), new state."""
-        B, S, _ = x.shape
-        NH, DH = self.num_heads, self.head_dim
+    def forward_fused(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise",
+                      mask: Tensor | None = None) -> tuple[Tensor, MLSTMBlockState]:
+        """`forward` with q and k from one batched matmul, the gates from the folded maps of `gate_maps` and the
+        head norm, its scale and the skip in one pass (`_output`)."""
         x_in, z = self.proj_up(x).split(self.inner, dim=-1)  # (B, S, inner) each
-        x_c, conv_state = self.conv(x_in, None if state is None else state.conv)
+        x_c, conv_state = self.conv(x_in, None if state is None else state.conv, mask)
         # row-major x_c (free when the convolution returns it so): the SiLU, head-wise projections, gates, skip and
         # their backward passes are several times slower on a transposed (channel-major) view
         x_c = F.silu(x_c.contiguous())
         q, k = headwise_linear_shared(x_c, [self.q_proj, self.k_proj])  # one batched matmul for both
         v = self.v_proj(x_in)
-        i, f = self._gates(x_c, x_in).split(NH, dim=-1)  # (B, S, NH) each
-
-        def heads(t: Tensor) -> Tensor:  # (B, S, inner) -> (B, NH, S, DH)
-            return t.view(B, S, NH, DH).transpose(1, 2)
-
-        cell_state = None if state is None else state.cell
-        cfg = self.cfg
-        if form == "recurrent" and S == 1:
-            h, cell_state = mlstm_step(q.reshape(B, NH, DH), k.reshape(B, NH, DH), v.reshape(B, NH, DH),
-                                       i.reshape(B, NH), f.reshape(B, NH), cell_state,
-                                       eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
-            h = h.unsqueeze(1)  # (B, 1, NH, DH)
-        else:
-            h, cell_state = mlstm(heads(q), heads(k), heads(v), i.transpose(1, 2), f.transpose(1, 2), form=form,
-                                  chunk_size=cfg.chunk_size, initial_state=cell_state, return_state=True,
-                                  eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
-            h = h.transpose(1, 2)  # (B, S, NH, DH)
+        i, f = self._gates(x_c, x_in).split(self.num_heads, dim=-1)  # (B, S, NH) each
+        h, cell = self._cell(q, k, v, i, f, state, form, mask)
         out = self.dropout(self._output(h, x_c, z))
-        return out, MLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell_state)
+        return out, MLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
 
-    def step(self, x: Tensor, state: MLSTMBlockState) -> tuple[Tensor, MLSTMBlockState]:
-        """One token: x (B, E), state given -> (B, E), new state. forward(x[:, None], state, "recurrent") without
-        the sequence axis, the input checks and the dtype conversions (generation's hot path; float32 models).
-        Per token the fewest operator calls: q, k, v from one stacked batched matmul whose rows are already
-        cat[q, k, v]; the gates as two (3 inner -> NH) matvecs on it (here cheaper than the folded maps of
-        `gate_maps`, which cost a dozen small calls to build); the output norm and its (1 + w) scale as one
-        group_norm. (Calls the projections' weights directly: module hooks on q/k/v_proj do not run here.)"""
+    def step_fused(self, x: Tensor, state: MLSTMBlockState) -> tuple[Tensor, MLSTMBlockState]:
+        """`step` in the fewest operator calls per token, for x in the state's dtype without autocast (float32 or
+        float64 models): q, k, v from one stacked batched matmul whose rows are already cat[q, k, v]; the gates as
+        two (3 inner -> NH) matvecs on it (here cheaper than the folded maps of `gate_maps`, which cost a dozen small
+        calls to build); the output norm and its (1 + w) scale as one group_norm. (Calls the projections' weights
+        directly: module hooks on q/k/v_proj do not run here.)"""
         B = x.shape[0]
         NH, DH, inner, cfg = self.num_heads, self.head_dim, self.inner, self.cfg
         x_in, z = self.proj_up(x).split(inner, dim=-1)  # (B, inner) each
@@ -157,14 +216,14 @@ class MLSTMLayer(nn.Module):
         q, k, v = qkv3.unbind(0)
         qkv = qkv3.view(B, 3 * inner) if B == 1 else qkv3.transpose(0, 1).reshape(B, 3 * inner)
         h, cell = mlstm_step(q.view(B, NH, DH), k.view(B, NH, DH), v.view(B, NH, DH), self.igate(qkv),
-                             self.fgate(qkv), state.cell, eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate, check=False)
+                             self.fgate(qkv), state.cell, eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
         hn = F.group_norm(h.reshape(B, inner), NH, 1.0 + self.outnorm.weight, None, self.outnorm.eps)
         y = self.proj_down(torch.addcmul(hn, self.learnable_skip, x_c) * F.silu(z))  # (B, E)
         return (self.dropout(y) if self.training else y), MLSTMBlockState(conv_state, cell)
 
 
 class MLSTMBlock(nn.Module):
-    """x + mLSTMLayer(LN(x)). The mLSTM block has no separate feed-forward: its up-projection plays that part."""
+    """x + MLSTMLayer(LN(x)). The mLSTM block has no separate feed-forward: its up-projection plays that part."""
 
     def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
         super().__init__()
@@ -174,9 +233,13 @@ class MLSTMBlock(nn.Module):
     def zero_state(self, batch_size: int, device=None) -> MLSTMBlockState:
         return self.layer.zero_state(batch_size, device)
 
-    def forward(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise"
-                ) -> tuple[Tensor, MLSTMBlockState]:
-        y, state = self.layer(self.norm(x), state, form)
+    def state_shapes(self, batch_size: int) -> MLSTMBlockState:
+        return self.layer.state_shapes(batch_size)
+
+    def forward(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise",
+                mask: Tensor | None = None) -> tuple[Tensor, MLSTMBlockState]:
+        """x (B, S, E) -> (B, S, E), new state; mask (B, S) bool as in MLSTMLayer.forward."""
+        y, state = self.layer(self.norm(x), state, form, mask)
         return x + y, state
 
     def step(self, x: Tensor, state: MLSTMBlockState) -> tuple[Tensor, MLSTMBlockState]:

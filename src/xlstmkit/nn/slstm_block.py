@@ -1,10 +1,17 @@
-"""The sLSTM block of the NeurIPS paper: post up-projection, like a Transformer block (reference section 1.5).
+"""The sLSTM block of the NeurIPS paper: post up-projection, like a Transformer block (docs/blocks.md).
 
-    x_c          = SiLU(CausalConv1d(LN(x)))      (optional; kernel 0 disables it and x_c = LN(x))
-    i~, f~       = Headwise(x_c);   z~, o~ = Headwise(LN(x))
-    h            = MultiHeadNorm(sLSTM(i~, f~, z~, o~ + R h_{t-1} + b))
-    x           += h
-    x           += GatedFFN(LN(x))                # GeLU, projection factor 1.3 rounded up to 64
+    x_c          = SiLU(CausalConv1d(x))          (optional; kernel 0 disables it and x_c = x)
+    i~, f~       = Headwise(x_c);   z~, o~ = Headwise(x)       (x already normalised by the block)
+    h            = sLSTM(i~, f~, z~, o~ + R h_{t-1} + b)
+    y            = MultiHeadNorm(h)
+    block:  x += y(LN(x));  x += GatedFFN(LN(x))   # GeLU, projection factor 1.3 rounded up to 64
+
+The sLSTM is recurrent by nature: one computation form, no `form` argument. `SLSTMLayer.forward` and `.step` are
+these lines; with `cfg.fused` (the default) `step` hands over to `step_fused`, which applies the four gate projections
+as one cached block matrix.
+
+With an attention mask (B, S) (True = real step), a padded step changes no state: the convolution skips it and the
+sLSTM op holds (c, n, m, h) there.
 """
 
 from __future__ import annotations
@@ -16,12 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import xLSTMConfig
-from ..ops.mlstm import state_dtype
+from ..ops.gates import state_dtype
 from ..ops.slstm import SLSTMState, slstm_sequence, slstm_step, slstm_zero_state
 from .conv import CausalConv1d
 from .ffn import GatedFFN
 from .init import powerlaw_forget_bias, small_init_, wang_init_
 from .linear import HeadwiseLinear
+from .mlstm_block import mask_kwargs
 from .norms import LayerNorm, MultiHeadLayerNorm
 from .weight_cache import cached_derived
 
@@ -32,6 +40,8 @@ class SLSTMBlockState(NamedTuple):
 
 
 class SLSTMLayer(nn.Module):
+    """x (B, S, E) (normalised) -> y (B, S, E) and the new state; the equations in this module's docstring."""
+
     def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
         super().__init__()
         E, NH = cfg.embedding_dim, cfg.slstm_num_heads
@@ -47,6 +57,7 @@ class SLSTMLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(NH * 4 * self.head_dim))
         self.outnorm = MultiHeadLayerNorm(NH, self.head_dim, eps=cfg.norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.fused = cfg.fused  # step hands over to step_fused (same function, faster)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -72,32 +83,52 @@ class SLSTMLayer(nn.Module):
         conv = torch.zeros(batch_size, max(K - 1, 0), self.cfg.embedding_dim, device=device)
         return SLSTMBlockState(conv, slstm_zero_state(batch_size, self.num_heads, self.head_dim, device=device))
 
-    def forward(self, x: Tensor, state: SLSTMBlockState | None = None, form: str = "chunkwise"
-                ) -> tuple[Tensor, SLSTMBlockState]:
-        """x (B, S, E) (already normalised) -> (B, S, E), new state. `form` is accepted for symmetry and ignored:
-        the sLSTM is recurrent by nature."""
-        B, S, E = x.shape
+    def state_shapes(self, batch_size: int) -> SLSTMBlockState:
+        """The shape of every tensor of the state, in the state's layout (for validating a given state)."""
+        B, NH, DH = batch_size, self.num_heads, self.head_dim
+        cell = (B, NH, DH)
+        return SLSTMBlockState((B, max(self.cfg.slstm_conv_kernel - 1, 0), self.cfg.embedding_dim),
+                               SLSTMState(cell, cell, cell, cell))
+
+    def _gate_preacts(self, x_c: Tensor, x: Tensor) -> Tensor:
+        """(i~, f~) from x_c, (z~, o~) from x, plus the biases: (..., E) -> (..., NH, 4, DH)."""
         NH, DH = self.num_heads, self.head_dim
+        gates = torch.stack([self.igate(x_c), self.fgate(x_c), self.zgate(x), self.ogate(x)], dim=-2)  # (..., 4, E)
+        return gates.unflatten(-1, (NH, DH)).transpose(-3, -2) + self.bias.view(NH, 4, DH)
+
+    def forward(self, x: Tensor, state: SLSTMBlockState | None = None, mask: Tensor | None = None
+                ) -> tuple[Tensor, SLSTMBlockState]:
+        """x (B, S, E) -> (B, S, E), new state. mask (B, S) bool: False at padded steps (they change no state)."""
+        B, S, E = x.shape
         if self.conv is not None:
-            x_c, conv_state = self.conv(x, None if state is None else state.conv)
+            x_c, conv_state = self.conv(x, None if state is None else state.conv, mask)
             x_c = F.silu(x_c)
         else:
             x_c, conv_state = x, x.new_zeros(B, 0, E)
-        gates = torch.stack(
-            [self.igate(x_c), self.fgate(x_c), self.zgate(x), self.ogate(x)], dim=2
-        ).view(B, S, 4, NH, DH).transpose(2, 3) + self.bias.view(NH, 4, DH)  # (B, S, NH, 4, DH)
-        cell = None if state is None else state.cell
-        if S == 1:
-            h, cell = slstm_step(gates[:, 0], self.recurrent, cell, forget_gate=self.cfg.forget_gate)
-            h = h.unsqueeze(1)
-        else:
-            h, cell = slstm_sequence(gates, self.recurrent, initial_state=cell, return_state=True,
-                                     forget_gate=self.cfg.forget_gate)
+        gates = self._gate_preacts(x_c, x)  # (B, S, NH, 4, DH)
+        h, cell = slstm_sequence(gates, self.recurrent, initial_state=None if state is None else state.cell,
+                                 return_state=True, forget_gate=self.cfg.forget_gate, **mask_kwargs(mask))
         # dropout before the head-wise norm, where the official sLSTM layer applies it
-        out = self.outnorm(self.dropout(h))  # (B, S, E)
-        return out, SLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
+        y = self.outnorm(self.dropout(h))  # (B, S, E)
+        return y, SLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
 
+    def step(self, x: Tensor, state: SLSTMBlockState) -> tuple[Tensor, SLSTMBlockState]:
+        """One token: x (B, E), state given -> (B, E), new state: forward on a length-1 sequence, without the
+        sequence axis (generation). Any dtype, autocast included; hands over to `step_fused` when `fused`, no
+        gradient is needed and the model computes in its state's dtype (float32/float64, no autocast)."""
+        if (self.fused and x.dtype == state.cell.c.dtype and not torch.is_autocast_enabled(x.device.type)
+                and not (torch.is_grad_enabled() and (self.igate.weight.requires_grad or self.bias.requires_grad))):
+            return self.step_fused(x, state)
+        if self.conv is not None:
+            x_c, conv_state = self.conv.step(x, state.conv)
+            x_c = F.silu(x_c)
+        else:
+            x_c, conv_state = x, state.conv
+        h, cell = slstm_step(self._gate_preacts(x_c, x), self.recurrent, state.cell, forget_gate=self.cfg.forget_gate)
+        y = self.outnorm(self.dropout(h))  # (B, E)
+        return y, SLSTMBlockState(conv_state.to(state_dtype(x.dtype)), cell)
 
+    # -- the fused variant ----------------------------------------------------------------------------------------
     def _fused_gates(self) -> tuple[Tensor, Tensor]:
         """The four gate projections as one block matrix per head, (NH, 2 DH, 4 DH), mapping a head's [x_c, x] to
         its (i, f, z, o) pre-activations, and the bias as (NH, 1, 4 DH): one batched matmul per token."""
@@ -112,9 +143,9 @@ class SLSTMLayer(nn.Module):
         sources = [self.igate.weight, self.fgate.weight, self.zgate.weight, self.ogate.weight, self.bias]
         return cached_derived(self, "gates", sources, build)
 
-    def step(self, x: Tensor, state: SLSTMBlockState) -> tuple[Tensor, SLSTMBlockState]:
-        """One token: x (B, E) (already normalised), state given -> (B, E), new state. forward on a length-1
-        sequence without the sequence axis and the input checks (generation's hot path; float32 models)."""
+    def step_fused(self, x: Tensor, state: SLSTMBlockState) -> tuple[Tensor, SLSTMBlockState]:
+        """`step` with the four gate projections as one batched matmul on the cached block matrix of
+        `_fused_gates` (inference: the cache holds no graph), for x in the state's dtype without autocast."""
         B, E = x.shape
         NH, DH = self.num_heads, self.head_dim
         if self.conv is not None:
@@ -122,19 +153,15 @@ class SLSTMLayer(nn.Module):
             x_c = F.silu(x_c)
         else:
             x_c, conv_state = x, state.conv
-        if torch.is_grad_enabled() and any(p.requires_grad for p in (self.igate.weight, self.bias)):
-            gates = torch.stack([self.igate(x_c), self.fgate(x_c), self.zgate(x), self.ogate(x)], dim=1)  # (B, 4, E)
-            gates = gates.view(B, 4, NH, DH).transpose(1, 2) + self.bias.view(NH, 4, DH)  # (B, NH, 4, DH)
-        else:  # inference: one batched matmul with the cached fused weight
-            w, b = self._fused_gates()
-            inp = torch.cat([x_c.view(B, NH, DH), x.view(B, NH, DH)], dim=-1).transpose(0, 1)  # (NH, B, 2 DH)
-            gates = torch.baddbmm(b, inp, w).transpose(0, 1).view(B, NH, 4, DH)
-        h, cell = slstm_step(gates, self.recurrent, state.cell, forget_gate=self.cfg.forget_gate, check=False)
+        w, b = self._fused_gates()
+        inp = torch.cat([x_c.view(B, NH, DH), x.view(B, NH, DH)], dim=-1).transpose(0, 1)  # (NH, B, 2 DH)
+        gates = torch.baddbmm(b, inp, w).transpose(0, 1).view(B, NH, 4, DH)
+        h, cell = slstm_step(gates, self.recurrent, state.cell, forget_gate=self.cfg.forget_gate)
         return self.outnorm(self.dropout(h) if self.training else h), SLSTMBlockState(conv_state, cell)
 
 
 class SLSTMBlock(nn.Module):
-    """x + sLSTMLayer(LN(x)), then x + GatedFFN(LN(x))."""
+    """x + SLSTMLayer(LN(x)), then x + GatedFFN(LN(x))."""
 
     def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
         super().__init__()
@@ -149,9 +176,13 @@ class SLSTMBlock(nn.Module):
     def zero_state(self, batch_size: int, device=None) -> SLSTMBlockState:
         return self.layer.zero_state(batch_size, device)
 
-    def forward(self, x: Tensor, state: SLSTMBlockState | None = None, form: str = "chunkwise"
+    def state_shapes(self, batch_size: int) -> SLSTMBlockState:
+        return self.layer.state_shapes(batch_size)
+
+    def forward(self, x: Tensor, state: SLSTMBlockState | None = None, mask: Tensor | None = None
                 ) -> tuple[Tensor, SLSTMBlockState]:
-        y, state = self.layer(self.norm(x), state, form)
+        """x (B, S, E) -> (B, S, E), new state; mask (B, S) bool as in SLSTMLayer.forward."""
+        y, state = self.layer(self.norm(x), state, mask)
         x = x + y
         return x + self.ffn(self.ffn_norm(x)), state
 

@@ -37,3 +37,18 @@ def clear_derived(module: nn.Module) -> None:
     for m in module.modules():
         for slot in [k for k in m.__dict__ if k.startswith("_derived_")]:
             del m.__dict__[slot]
+        m.__dict__.pop("_parameter_slots", None)
+
+
+def current_parameters(module: nn.Module) -> list[torch.Tensor]:
+    """The parameters of `module` and its submodules as they are registered now (the `sources` of a derived weight
+    built from all of them), read in a few microseconds: the (submodule, name) slots are listed once and cached on
+    the module, each call reads the slots, so a parameter replaced by assignment or by a conversion that makes new
+    Parameter objects is seen. (Listing with `module.parameters()` walks the module tree on every call, which costs
+    more than a small model's decoding step. A submodule replaced by assignment is not seen: call
+    `clear_derived(model)` after such surgery.)"""
+    slots = module.__dict__.get("_parameter_slots")
+    if slots is None:
+        slots = module.__dict__["_parameter_slots"] = [
+            (m._parameters, name) for m in module.modules() for name, p in m._parameters.items() if p is not None]
+    return [params[name] for params, name in slots]

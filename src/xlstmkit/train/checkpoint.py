@@ -258,14 +258,21 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         state = json.loads(data["state.json"])
     except Exception as exc:
         raise CheckpointError(f"checkpoint {folder} is unreadable ({_one_line(exc)})") from None
-    return Checkpoint(path=folder, step=int(state["step"]), model=model,
-                      optimizer=unflatten_optimizer_state(opt_tensors, state.pop("optimizer")),
-                      rng=rng, state=state)
+    try:
+        return Checkpoint(path=folder, step=int(state["step"]), model=model,
+                          optimizer=unflatten_optimizer_state(opt_tensors, state.pop("optimizer")),
+                          rng=rng, state=state)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {folder} is unreadable ({_one_line(exc)})") from None
 
 
-def load_latest_checkpoint(run_dir: str | Path, warn=None) -> Checkpoint | None:
+def load_latest_checkpoint(run_dir: str | Path, warn=None, check=None) -> Checkpoint | None:
     """The newest intact checkpoint of a run, falling back past broken ones (each reported through `warn`, one line
-    per checkpoint); None if the run has no checkpoint folders at all; CheckpointError if none is intact."""
+    per checkpoint); None if the run has no checkpoint folders at all; CheckpointError if none is intact.
+
+    `check(ckpt)` may raise CheckpointError for a checkpoint that is intact but unusable (weights that do not fit
+    the model of the run's config): it is passed over like a corrupt one.
+    """
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
         return None
@@ -273,6 +280,8 @@ def load_latest_checkpoint(run_dir: str | Path, warn=None) -> Checkpoint | None:
     for _, folder in reversed(ckpts):
         try:
             ckpt = load_checkpoint(folder)
+            if check is not None:
+                check(ckpt)
         except CheckpointError as exc:
             errors.append(str(exc))
             if warn is not None:

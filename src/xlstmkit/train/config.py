@@ -20,7 +20,6 @@ import yaml
 from ..config import FrozenConfig
 
 DTYPES = ("float32", "bfloat16")
-DEVICES = ("auto", "cpu", "cuda")
 
 # Size presets. "small" is the default of `xlstmkit train`: a byte-level xLSTM with one sLSTM block among mLSTM
 # blocks (the paper's xLSTM[7:1] style scaled down to 4 blocks: xLSTM[3:1], the sLSTM block third) that shows a clear
@@ -69,51 +68,78 @@ def parse_duration(value: Any) -> float | None:
     return seconds or None
 
 
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    """A config field with its command-line description kept next to it (`metadata["help"]`; `resumable`: may change
+    when a run is resumed; `flag=False`: no command-line flag; `metavar`, `choices`, `type`: for the flag)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class TrainConfig(FrozenConfig):
-    """Everything about a training run except the model's architecture. Validated once, at construction."""
+    """Everything about a training run except the model's architecture. Validated once, at construction.
+
+    Each field carries its own help text: `xlstmkit train` builds one flag per field from it (`--max-steps`,
+    `--lr`, ...), so the flags, their defaults and the config file cannot drift apart. Fields marked `resumable` set
+    how long a run goes on and how it logs, not what it computes, and may change when the run is resumed.
+    """
 
     # data
-    data: str | None = None            # None = the built-in standard-library corpus
-    max_files: int | None = None       # cap on the built-in corpus's files (quick runs)
-    val_fraction: float = 0.05
-    text_field: str = "text"           # JSONL / dataset field holding the text
-    tokenizer: str = "bytes"           # "bytes" | "bpe"
-    bpe_vocab_size: int = 4096
+    data: str | None = _f(None, "a text file, a folder of text files, a .jsonl file (field text_field) or a Hugging "
+                          "Face dataset name in the local cache; none = the Python standard library's source",
+                          metavar="PATH")
+    max_files: int | None = _f(None, "use only N files of the built-in corpus (quick runs)", metavar="N")
+    val_fraction: float = _f(0.05, "fraction of the text held out for validation", metavar="F")
+    text_field: str = _f("text", "JSONL / dataset field holding the text", metavar="NAME")
+    tokenizer: str = _f("bytes", "bytes (vocabulary 256) or a byte-level BPE trained on the training text and saved "
+                        "in the run folder", choices=("bytes", "bpe"))
+    bpe_vocab_size: int = _f(4096, "BPE vocabulary size", metavar="N")
+    init_from: str | None = _f(None, "start from the weights of this run folder or Hugging Face xLSTM folder "
+                               "(fine-tuning: new optimiser, its tokenizer and architecture)", metavar="DIR")
     # batches and length of the run
-    seed: int = 0
-    batch_size: int = 16               # global sequences per optimiser step (over processes and accumulation)
-    seq_len: int = 256
-    grad_accum: int = 1
-    max_steps: int = 1000
-    max_tokens: int | None = None      # stop after this many training tokens (caps max_steps)
-    time_budget: float | None = None   # seconds of training in this process; then checkpoint, evaluate and stop
+    seed: int = _f(0, "random seed (model init, dropout and data order)")
+    batch_size: int = _f(16, "sequences per optimiser step (over all processes and accumulation steps)", metavar="B")
+    seq_len: int = _f(256, "training context length in tokens", metavar="T")
+    grad_accum: int = _f(1, "split each step's batch into N accumulated parts", metavar="N")
+    max_steps: int = _f(1000, "optimiser steps to run (the schedule's length unless lr_decay_steps is set)",
+                        metavar="N", resumable=True)
+    max_tokens: int | None = _f(None, "stop after N training tokens (lowers max_steps)", metavar="N", resumable=True)
+    time_budget: float | None = _f(None, "stop after this much training time in this process, e.g. 600, 9m, 1h or "
+                                   "'none'; then checkpoint, evaluate and stop", metavar="DURATION", type=str,
+                                   resumable=True)
     # optimiser and schedule (paper: AdamW (0.9, 0.95), eps 1e-5, wd 0.1, warm-up then cosine to 10 % of peak)
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    lr_decay_steps: int | None = None  # steps of the cosine decay; None = max_steps
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    adam_eps: float = 1e-5
-    grad_clip: float = 1.0             # max global gradient norm; 0 = no clipping
+    lr: float = _f(3e-3, "peak learning rate (linear warm-up, then cosine decay to min_lr_ratio of it)")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of the peak", metavar="F")
+    warmup_steps: int = _f(50, "linear warm-up steps", metavar="N")
+    lr_decay_steps: int | None = _f(None, "steps of the cosine decay (default: max_steps)", metavar="N")
+    weight_decay: float = _f(0.1, "AdamW weight decay of the matrices (not norms, biases, embeddings)", metavar="W")
+    beta1: float = _f(0.9, "AdamW beta1", metavar="B")
+    beta2: float = _f(0.95, "AdamW beta2", metavar="B")
+    adam_eps: float = _f(1e-5, "AdamW epsilon", metavar="EPS")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = no clipping)", metavar="NORM")
     # numerics and engine
-    dtype: str = "float32"             # autocast dtype: "float32" (off) | "bfloat16"
-    compile: bool = False
-    device: str = "auto"
-    threads: int | None = None         # CPU threads per process; None = all cores but one, shared among processes
-    fsdp: bool = False
+    dtype: str = _f("float32", "autocast dtype: float32 (off) or bfloat16 (weights and optimiser stay float32)",
+                    choices=("float32", "bfloat16"), resumable=False)
+    compile: bool = _f(False, "torch.compile the model", resumable=True)
+    device: str = _f("auto", "auto (CUDA when available), cpu, cuda, cuda:N or mps", metavar="DEVICE",
+                     resumable=True)
+    threads: int | None = _f(None, "CPU threads per process (default: all cores but one, shared among processes; "
+                             "OMP_NUM_THREADS is respected)", metavar="N", resumable=True)
+    fsdp: bool = _f(False, "shard the model with FSDP under torchrun")
     # checkpoints, evaluation, logging
-    checkpoint_every: int = 100        # steps; 0 = only at the end
-    keep_last: int = 3
-    eval_every: int = 250              # steps; 0 = only at the end
-    eval_tokens: int = 16384           # validation tokens per periodic evaluation
-    final_eval_tokens: int = 65536     # validation tokens of the final evaluation
-    sample_tokens: int = 300
-    sample_prompt: str = "def "
-    sample_temperature: float = 0.8
-    sample_top_k: int | None = 40
+    checkpoint_every: int = _f(100, "checkpoint every N steps (0 = only at the end)", metavar="N", resumable=True)
+    keep_last: int = _f(3, "keep the newest K checkpoints", metavar="K", resumable=True)
+    eval_every: int = _f(250, "validate every N steps (0 = only at the end)", metavar="N", resumable=True)
+    eval_tokens: int = _f(16384, "validation tokens per periodic evaluation", metavar="N", resumable=True)
+    final_eval_tokens: int = _f(65536, "validation tokens of the final evaluation", metavar="N", resumable=True)
+    log_every: int = _f(0, "without a terminal: print a progress line every N steps (0 = about 20 lines per run)",
+                        metavar="N", resumable=True)
+    logger: str = _f("csv", "where metrics go besides metrics.csv: csv (nothing else), tensorboard or wandb "
+                     "(offline unless WANDB_MODE / WANDB_API_KEY say otherwise)",
+                     choices=("csv", "tensorboard", "wandb"), resumable=True)
+    sample_tokens: int = _f(300, "tokens sampled at the end of training (0 = no sample)", metavar="N", resumable=True)
+    sample_prompt: str = _f("def ", "prompt of the final sample", metavar="TEXT", resumable=True)
+    sample_temperature: float = _f(0.8, "temperature of the final sample (0 = greedy)", metavar="T", resumable=True)
+    sample_top_k: int | None = _f(40, "top-k of the final sample", metavar="K", resumable=True)
 
     def __post_init__(self) -> None:
         ints_pos = ("bpe_vocab_size", "batch_size", "seq_len", "grad_accum", "max_steps", "keep_last",
@@ -122,7 +148,7 @@ class TrainConfig(FrozenConfig):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        ints_nonneg = ("seed", "warmup_steps", "checkpoint_every", "eval_every", "sample_tokens")
+        ints_nonneg = ("seed", "warmup_steps", "checkpoint_every", "eval_every", "sample_tokens", "log_every")
         for name in ints_nonneg:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
@@ -138,26 +164,27 @@ class TrainConfig(FrozenConfig):
         for name, (lo, hi) in floats.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a number, got {v!r}")
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
             object.__setattr__(self, name, float(v))
             if v < lo or (hi is not None and v > hi) or (name in ("lr", "adam_eps") and v == 0):
                 raise ValueError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}]"
                                  f"{' and > 0' if name in ('lr', 'adam_eps') else ''}, got {v!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.tokenizer not in ("bytes", "bpe"):
-            raise ValueError(f"tokenizer must be 'bytes' or 'bpe', got {self.tokenizer!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        for name in ("tokenizer", "dtype", "logger"):
+            allowed = _choices(name)
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_device(self.device)
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
         for name in ("compile", "fsdp"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.data is not None and not isinstance(self.data, str):
-            raise ValueError(f"data must be a path or dataset name, got {self.data!r}")
+        for name in ("data", "init_from", "text_field", "sample_prompt"):
+            v = getattr(self, name)
+            if (v is not None or name in ("text_field", "sample_prompt")) and not isinstance(v, str):
+                raise ValueError(f"{name} must be a string, got {v!r}")
 
     @property
     def tokens_per_step(self) -> int:
@@ -172,11 +199,33 @@ class TrainConfig(FrozenConfig):
 
     @property
     def decay_steps(self) -> int:
+        """The schedule's horizon: the step at which the cosine decay reaches min_lr_ratio."""
         return self.lr_decay_steps or self.total_steps
 
+    @property
+    def optim(self):
+        """The optimiser and schedule settings (`xlstmkit.train.optim.OptimSpec`)."""
+        from .optim import OptimSpec
+
+        return OptimSpec(lr=self.lr, weight_decay=self.weight_decay, betas=(self.beta1, self.beta2),
+                         eps=self.adam_eps, warmup_steps=self.warmup_steps, decay_steps=self.decay_steps,
+                         min_lr_ratio=self.min_lr_ratio, grad_clip=self.grad_clip)
+
+
+def _choices(name: str) -> tuple[str, ...]:
+    return next(f.metadata["choices"] for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+def check_device(device: Any) -> str:
+    """'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (whether it is available is checked when it is used)."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    return device
 
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+# fields that may change when a run is resumed (they set how long it runs and how it logs, not what it computes)
+RESUMABLE_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resumable"))
 
 
 def model_fields(family: str = "xlstm") -> frozenset[str]:
@@ -200,8 +249,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        if not isinstance(d, dict) or "model" not in d or "train" not in d:
-            raise ValueError("a run config needs 'model' and 'train' sections")
+        if not isinstance(d, dict) or not isinstance(d.get("model"), dict) or not isinstance(d.get("train"), dict):
+            raise ValueError("a run config needs 'model' and 'train' sections (mappings)")
         return cls(model=dict(d["model"]), train=TrainConfig.from_dict(d["train"]), preset=d.get("preset"))
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
@@ -220,8 +269,38 @@ class RunConfig:
             raise FileNotFoundError(f"{path} not found: is this a run folder written by `xlstmkit train`?") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is corrupt: not UTF-8 text") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} is not a run config (a JSON object with 'model' and 'train')")
         extra = {k: v for k, v in d.items() if k not in ("model", "train", "preset")}
-        return cls.from_dict(d), extra
+        try:
+            return cls.from_dict(d), extra
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+def check_resume(saved: RunConfig, new: RunConfig, extend: bool = False) -> None:
+    """Refuse (one-line ValueError) a resumed config that would not continue the saved run: a changed field that is
+    not `resumable` (it changes what the run computes), a changed model, or a changed schedule horizon
+    (`decay_steps`) unless `extend` says the user means it."""
+    old, cur = saved.train.to_dict(), new.train.to_dict()
+    changed = sorted(k for k in old if old[k] != cur[k] and k not in RESUMABLE_FIELDS)
+    if changed:
+        raise ValueError(f"{changed[0]} cannot be changed when resuming (it changes what the run computes; only "
+                         f"{', '.join(sorted(RESUMABLE_FIELDS))} may change): start a new run with another --out, "
+                         f"or fine-tune from this one with --init-from")
+    model = sorted(k for k, v in new.model.items() if k != "vocab_size" and saved.model.get(k, v) != v)
+    if model:
+        raise ValueError(f"the model field {model[0]} cannot be changed when resuming: start a new run, or fine-tune "
+                         f"from this one with --init-from")
+    a, b = saved.train, new.train
+    if a.decay_steps != b.decay_steps and not extend:
+        raise ValueError(
+            f"the run's learning-rate schedule decays over {a.decay_steps} steps; resuming it for {b.total_steps} "
+            f"steps would change that schedule: pass --extend to keep the warm-up and decay over {b.decay_steps} "
+            f"steps from here on (not bitwise equal to any uninterrupted run), or resume with --max-steps "
+            f"{a.max_steps}" + ("" if a.max_tokens is None else f" --max-tokens {a.max_tokens}"))
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -244,8 +323,21 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key, value
 
 
+# model fields that a run config cannot set, and why (one line each)
+NOT_SETTABLE = {
+    "vocab_size": "the tokenizer sets vocab_size (bytes: 256; bpe: bpe_vocab_size, e.g. --bpe-vocab-size 8000)",
+}
+
+
 def _route(key: str, family: str) -> tuple[str, str]:
     """Which section ('model' or 'train') a key belongs to, and its bare name."""
+    section, name = _route_key(key, family)
+    if section == "model" and name in NOT_SETTABLE:
+        raise ValueError(f"{key} cannot be set: {NOT_SETTABLE[name]}")
+    return section, name
+
+
+def _route_key(key: str, family: str) -> tuple[str, str]:
     if key.startswith("model."):
         name = key[len("model."):]
         if name not in model_fields(family):
@@ -288,6 +380,10 @@ def build_run_config(preset: str | None = None, yaml_path: str | Path | None = N
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise FileNotFoundError(f"--config {path}: no such file") from None
+        except IsADirectoryError:
+            raise ValueError(f"--config {path}: a folder, not a YAML file") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"--config {path}: not a UTF-8 text file") from None
         except yaml.YAMLError as exc:
             raise ValueError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
@@ -309,4 +405,18 @@ def build_run_config(preset: str | None = None, yaml_path: str | Path | None = N
     for given, other in (("block_pattern", "slstm_at"), ("slstm_at", "block_pattern")):
         if given in touched and other not in touched:
             model.pop(other, None)
+    for name in ("data", "init_from"):  # stored absolute: the run folder is then usable from any directory
+        train[name] = absolute_path(train.get(name))
+    if train.get("init_from") is not None:
+        # the architecture comes from the source: only the model fields the user gave are applied on top of it
+        model = {k: model[k] for k in touched}
     return RunConfig(model=model, train=TrainConfig.from_dict(train), preset=preset)
+
+
+def absolute_path(value: Any) -> Any:
+    """An existing file or folder as an absolute path; anything else (None, a dataset name) unchanged."""
+    if isinstance(value, str) and value not in ("", "stdlib"):
+        path = Path(value).expanduser()
+        if path.exists():
+            return str(path.resolve())
+    return value

@@ -34,10 +34,27 @@ class DistInfo:
 
 
 def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """cuda:<local_rank> when CUDA is available (and not refused), else cpu."""
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but CUDA is not available")
-    if preference in ("auto", "cuda") and torch.cuda.is_available():
+    """The device every command means by `--device`: "auto" is cuda:<local_rank> when CUDA is available, else cpu;
+    "cpu", "cuda" (cuda:<local_rank>), "cuda:N" and "mps" are checked for availability (a one-line ValueError)."""
+    from .config import check_device
+
+    check_device(preference)
+    if preference.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {preference}: CUDA is not available on this machine: use --device cpu "
+                             f"(or auto)")
+        count = torch.cuda.device_count()
+        if ":" in preference:
+            index = int(preference.split(":")[1])
+            if index >= count:
+                raise ValueError(f"--device {preference}: this machine has {count} CUDA device(s) (0..{count - 1})")
+            return torch.device("cuda", index)
+        return torch.device("cuda", local_rank % max(1, count))
+    if preference == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("--device mps: Apple's MPS is not available on this machine: use --device cpu (or auto)")
+        return torch.device("mps")
+    if preference == "auto" and torch.cuda.is_available():
         return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     return torch.device("cpu")
 
@@ -104,7 +121,7 @@ def set_threads(requested: int | None, world_size: int = 1) -> int:
     """Set torch's intra-op threads (explicit request, else OMP_NUM_THREADS if set, else `auto_threads`); returns the
     previous count so the caller can restore it."""
     previous = torch.get_num_threads()
-    if requested is not None and (not isinstance(requested, int) or requested < 1):
+    if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool) or requested < 1):
         raise ValueError(f"threads must be a positive integer, got {requested!r}")
     if requested is not None:
         torch.set_num_threads(requested)

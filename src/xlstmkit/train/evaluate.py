@@ -8,17 +8,20 @@ tokens stand for; it compares models with different tokenizers. The unigram base
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.batches import eval_windows
+from .checkpoint import atomic_write_bytes
+from .core import autocast
 from .distributed import DistInfo
 
 
@@ -57,16 +60,10 @@ def unigram_loss(counts: torch.Tensor, targets: torch.Tensor) -> float:
     return float(-probs.log()[targets.flatten()].mean())
 
 
-def autocast(device: torch.device, dtype: str):
-    """bf16 autocast on CPU or GPU when dtype is "bfloat16"; a no-op context otherwise."""
-    if dtype == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def windows_loss(model: nn.Module, windows: torch.Tensor, *, batch_size: int, device: torch.device,
-                 dtype: str = "float32", info: DistInfo | None = None) -> tuple[float, int]:
+                 dtype: str = "float32", info: DistInfo | None = None,
+                 progress: Callable[[int], None] | None = None) -> tuple[float, int]:
     """(summed nats, token count) of next-token prediction over windows (W, T + 1); each rank takes every
     world_size-th batch and the sums are all-reduced, so all ranks return the same totals."""
     info = info or DistInfo()
@@ -87,6 +84,8 @@ def windows_loss(model: nn.Module, windows: torch.Tensor, *, batch_size: int, de
                 nll = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
                 total += torch.stack([nll.double(), torch.tensor(float(batch[:, 1:].numel()), device=device,
                                                                  dtype=torch.float64)])
+            if progress is not None:
+                progress(batch.shape[0] * (batch.shape[1] - 1))
     finally:
         model.train(was_training)
     if info.distributed:
@@ -99,11 +98,12 @@ def windows_loss(model: nn.Module, windows: torch.Tensor, *, batch_size: int, de
 def evaluate(model: nn.Module, val_tokens: torch.Tensor, *, seq_len: int, max_tokens: int | None,
              byte_lengths: torch.Tensor, counts: torch.Tensor, batch_size: int = 16,
              device: torch.device = torch.device("cpu"), dtype: str = "float32",
-             info: DistInfo | None = None) -> EvalResult:
+             info: DistInfo | None = None, progress: Callable[[int], None] | None = None) -> EvalResult:
     """Loss, bits per byte and perplexity on up to `max_tokens` validation tokens (windows of `seq_len` spread over the
     whole validation text), with the unigram baseline on the same target tokens."""
     windows = eval_windows(val_tokens, seq_len, max_tokens)  # (W, T + 1)
-    nll, n = windows_loss(model, windows, batch_size=batch_size, device=device, dtype=dtype, info=info)
+    nll, n = windows_loss(model, windows, batch_size=batch_size, device=device, dtype=dtype, info=info,
+                          progress=progress)
     targets = windows[:, 1:]
     n_bytes = int(byte_lengths[targets].sum())
     loss = nll / n
@@ -115,7 +115,8 @@ def evaluate(model: nn.Module, val_tokens: torch.Tensor, *, seq_len: int, max_to
 
 def length_extrapolation(model: nn.Module, val_tokens: torch.Tensor, lengths: list[int], *, max_tokens: int,
                          byte_lengths: torch.Tensor, counts: torch.Tensor, batch_size: int = 8,
-                         device: torch.device = torch.device("cpu"), dtype: str = "float32") -> list[EvalResult]:
+                         device: torch.device = torch.device("cpu"), dtype: str = "float32",
+                         progress: Callable[[int], None] | None = None) -> list[EvalResult]:
     """`evaluate` at each context length (the same token budget per length; lengths longer than the validation text
     are skipped with a note in the returned list's absence)."""
     results = []
@@ -125,7 +126,7 @@ def length_extrapolation(model: nn.Module, val_tokens: torch.Tensor, lengths: li
         per_batch = max(1, min(batch_size, max_tokens // length))
         results.append(evaluate(model, val_tokens, seq_len=length, max_tokens=max(max_tokens, length),
                                 byte_lengths=byte_lengths, counts=counts, batch_size=per_batch, device=device,
-                                dtype=dtype))
+                                dtype=dtype, progress=progress))
     return results
 
 
@@ -146,11 +147,13 @@ def format_length_table(results: list[EvalResult], train_len: int | None = None)
 
 
 def write_length_table(results: list[EvalResult], path: str | Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["context", "loss", "bits_per_byte", "perplexity", "tokens", "bytes"])
-        for r in results:
-            w.writerow([r.seq_len, f"{r.loss:.6f}", f"{r.bpb:.6f}", f"{r.perplexity:.4f}", r.tokens, r.bytes])
+    """The length-extrapolation table as CSV, written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["context", "loss", "bits_per_byte", "perplexity", "tokens", "bytes"])
+    for r in results:
+        w.writerow([r.seq_len, f"{r.loss:.6f}", f"{r.bpb:.6f}", f"{r.perplexity:.4f}", r.tokens, r.bytes])
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
 def plot_lengths(results: list[EvalResult], path: str | Path, train_len: int | None = None) -> bool:
@@ -173,6 +176,8 @@ def plot_lengths(results: list[EvalResult], path: str | Path, train_len: int | N
     ax.set_title("Length extrapolation")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from .metrics import save_figure
+
+    save_figure(fig, path)
     plt.close(fig)
     return True

@@ -8,13 +8,16 @@ A cell: build the task and the model (at a parameter budget matched to xLSTM[1:1
 Training data come from `numpy.random.default_rng([seed, 0])`, model initialisation from `torch.manual_seed(seed)`,
 and the test instances from `default_rng([eval_seed, 1])`, independent of `seed`, so every model and every seed is
 scored on the same test sequences (as the paper uses the same samples for all models).
+
+The training itself is the shared core of `xlstmkit.train`: the optimiser groups and schedule of `optim.py` (an
+`OptimSpec` from `CellConfig.optim`), one `core.train_step` per step, `core.fit` for the loop and `core.Progress`
+for the display; the models are built by `train.build` (families xlstm, lstm, llama, mamba).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,9 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xlstmkit.data.synthetic import LengthScores, SyntheticTask, answer_token_hits, get_task
-from xlstmkit.data.synthetic.base import collate
-from xlstmkit.models.baselines import LSTMLM, count_parameters, llama, mamba
+from ..data.synthetic import LengthScores, SyntheticTask, answer_token_hits, get_task
+from ..data.synthetic.base import collate
+from .build import build_model as build_family_model
+from .checkpoint import atomic_write_bytes
+from .metrics import save_figure
+from .build import count_parameters
+from .config import check_device
+from .core import Progress, fit, train_step
+from .distributed import pick_device
+from .optim import OptimSpec, build_optimizer, build_scheduler
 
 XLSTM_PATTERNS = {"xlstm[0:1]": "xLSTM[0:1]", "xlstm[1:0]": "xLSTM[1:0]", "xlstm[1:1]": "xLSTM[1:1]"}
 MODELS = (*XLSTM_PATTERNS, "llama", "mamba", "lstm")
@@ -45,30 +55,23 @@ def canonical_model_name(name: str) -> str:
     return key
 
 
-def build_model(name: str, vocab_size: int, dim: int, heads: int = 1) -> nn.Module:
-    """One of `MODELS` with width `dim`, 2 blocks/layers, as `forward(input_ids (B, S)) -> logits (B, S, V)`.
+def model_dict(name: str, vocab_size: int, dim: int, heads: int = 1) -> dict[str, Any]:
+    """The `xlstmkit.train.build` model dict of one of `MODELS` with width `dim` and 2 blocks/layers.
 
     xLSTM models use the paper's formal-language setting: 2 blocks, sLSTM without convolution, `heads` heads.
     """
     key = canonical_model_name(name)
     if key in XLSTM_PATTERNS:
-        from xlstmkit import xLSTMConfig, xLSTMLM
+        return {"family": "xlstm", "vocab_size": vocab_size, "embedding_dim": dim, "num_blocks": 2,
+                "block_pattern": XLSTM_PATTERNS[key], "slstm_conv_kernel": 0, "mlstm_num_heads": heads,
+                "slstm_num_heads": heads}
+    return {"family": key, "vocab_size": vocab_size, "dim": dim, "num_layers": 2}
 
-        cfg = xLSTMConfig(
-            vocab_size=vocab_size,
-            embedding_dim=dim,
-            num_blocks=2,
-            block_pattern=XLSTM_PATTERNS[key],
-            slstm_conv_kernel=0,
-            mlstm_num_heads=heads,
-            slstm_num_heads=heads,
-        )
-        return xLSTMLM(cfg)
-    if key == "llama":
-        return llama(vocab_size, dim, num_layers=2)
-    if key == "mamba":
-        return mamba(vocab_size, dim, num_layers=2)
-    return LSTMLM(vocab_size, dim, num_layers=2)
+
+def build_model(name: str, vocab_size: int, dim: int, heads: int = 1) -> nn.Module:
+    """One of `MODELS` (see `model_dict`), built by `xlstmkit.train.build`, as `forward(input_ids (B, S)) -> logits
+    (B, S, V)`."""
+    return build_family_model(model_dict(name, vocab_size, dim, heads))
 
 
 def _width_step(name: str, heads: int) -> int:
@@ -97,65 +100,77 @@ def matched_dim(name: str, vocab_size: int, budget: int, heads: int = 1, max_dim
     return best
 
 
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    """A cell field with its command-line description next to it (`xlstmkit tasks` builds its flags from these)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass
 class CellConfig:
-    """Everything that defines one (task, model) cell."""
+    """Everything that defines one (task, model) cell. Each field carries its help text: `xlstmkit tasks` builds
+    one flag per field from it, so flags and defaults live here only."""
 
-    task: str
-    model: str
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    dim: int = 64
-    heads: int = 1
-    match_params: bool = True
-    seed: int = 0
-    eval_seed: int = 1234
-    train_lengths: tuple[int, int] | None = None  # inclusive range; None = the task's default (1..40)
-    test_lengths: Sequence[int] | None = None  # None = the task's default (40..256)
-    eval_samples: int = 16  # instances per test length
-    eval_tokens_per_batch: int = 16384
-    task_options: dict[str, Any] = field(default_factory=dict)
-    log_every: int = 0  # print the training loss every N steps to stderr (0 = never)
-    device: str = "auto"  # "auto" = CUDA when available, else CPU
+    task: str = _f("parity", "task name (see `xlstmkit tasks list`)", flag=False)
+    model: str = _f(REFERENCE_MODEL, "model name", flag=False)
+    steps: int = _f(2000, "training steps (the paper uses 100k)", metavar="N")
+    batch_size: int = _f(32, "sequences per training step", metavar="B")
+    lr: float = _f(1e-3, "peak learning rate (linear warm-up, then cosine decay to min_lr)")
+    min_lr: float = _f(1e-5, "final learning rate")
+    warmup_fraction: float = _f(0.1, "fraction of the steps spent warming up", metavar="F")
+    weight_decay: float = _f(0.1, "AdamW weight decay of the matrices", metavar="W")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = no clipping)", metavar="NORM")
+    dim: int = _f(64, "width of xLSTM[1:1]; other models get the width matching its parameter count", metavar="D")
+    heads: int = _f(1, "mLSTM/sLSTM heads of the xLSTM models", metavar="H")
+    match_params: bool = _f(True, "match every model's parameter count to xLSTM[1:1] of width --dim")
+    seed: int = _f(0, "seed of the training data and the model initialisation")
+    eval_seed: int = _f(1234, "seed of the test instances (shared by all models)")
+    train_lengths: tuple[int, int] | None = _f(None, "inclusive range A:B of training lengths (default: the "
+                                               "task's, 1:40)", metavar="A:B", type="range")
+    test_lengths: Sequence[int] | None = _f(None, "test lengths 'A:B', 'A:B:STEP' or 'A,B,C' (default: the "
+                                            "task's, 40:256; MQAR: its context length)", metavar="LENGTHS",
+                                            type="lengths")
+    eval_samples: int = _f(16, "test instances per test length", metavar="N")
+    eval_tokens_per_batch: int = _f(16384, "tokens per evaluation batch", metavar="N")
+    task_options: dict[str, Any] = _f({}, "task options (MQAR sizes)", flag=False)
+    log_every: int = _f(0, "without a terminal: print the training loss every N steps (0 = about 20 lines per "
+                        "cell)", metavar="N")
+    device: str = _f("auto", "auto (CUDA when available), cpu, cuda or cuda:N", flag=False)
+    dtype: str = _f("float32", "autocast dtype: float32 (off) or bfloat16", flag=False)
 
     def __post_init__(self) -> None:
         self.model = canonical_model_name(self.model)
-        for name in ("steps", "batch_size", "dim", "heads", "eval_samples", "eval_tokens_per_batch"):
+        for name in ("steps", "batch_size", "dim", "heads", "eval_samples", "eval_tokens_per_batch", "seed",
+                     "eval_seed", "log_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            low = 0 if name in ("steps", "seed", "eval_seed", "log_every") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("lr", "min_lr", "warmup_fraction", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.train_lengths is not None:
+            lo, hi = self.train_lengths
+            if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+                raise ValueError(f"train_lengths must be a range A:B with 1 <= A <= B, got {self.train_lengths!r}")
+        if self.test_lengths is not None and (not self.test_lengths or min(self.test_lengths) < 1):
+            raise ValueError(f"test_lengths must be positive lengths, got {self.test_lengths!r}")
+        check_device(self.device)
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
 
-
-def lr_factor(step: int, total: int, warmup_fraction: float, min_ratio: float) -> float:
-    """Linear warm-up to 1 over the first `warmup_fraction` of `total` steps, then cosine decay to `min_ratio`."""
-    warmup = int(warmup_fraction * total)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: not on norms, embeddings, biases or other vectors."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        lowered = name.lower()
-        if p.dim() >= 2 and "norm" not in lowered and "embed" not in lowered:
-            decay.append(p)
-        else:
-            no_decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    @property
+    def optim(self) -> OptimSpec:
+        """AdamW (0.9, 0.99), warm-up over the first `warmup_fraction` of the steps, cosine to `min_lr`."""
+        return OptimSpec(lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.99), eps=1e-8,
+                         warmup_steps=int(self.warmup_fraction * self.steps), decay_steps=self.steps,
+                         min_lr_ratio=self.min_lr / self.lr, grad_clip=self.grad_clip)
 
 
 def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -202,7 +217,7 @@ def evaluate(
     return scores.summary()
 
 
-def run_cell(cfg: CellConfig) -> dict[str, Any]:
+def run_cell(cfg: CellConfig, progress: bool = True) -> dict[str, Any]:
     """Train and evaluate one cell; returns a JSON-able dict with `scaled_accuracy`, `per_length`, times, sizes."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
     task = get_task(cfg.task, **cfg.task_options)
@@ -215,29 +230,32 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
     if budget is not None and cfg.model != REFERENCE_MODEL:
         dim = matched_dim(cfg.model, task.vocab_size, budget, cfg.heads)
     torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = pick_device(cfg.device)
     model = build_model(cfg.model, task.vocab_size, dim, cfg.heads).to(device)
-    model.train()
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
-    min_ratio = cfg.min_lr / cfg.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_fraction, min_ratio)
-    )
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
     rng = np.random.default_rng([cfg.seed, 0])
     losses: list[float] = []
-    for step in range(cfg.steps):
+
+    def loss_fn(m: nn.Module, batch) -> torch.Tensor:
+        return masked_loss(m(batch.input_ids), batch.targets, batch.mask)
+
+    def step_fn(step: int):
         batch = task.sample_batch(cfg.batch_size, train_lengths, rng).to(device)
-        loss = masked_loss(model(batch.input_ids), batch.targets, batch.mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        if cfg.log_every and (step + 1) % cfg.log_every == 0:
-            recent = sum(losses[-cfg.log_every :]) / len(losses[-cfg.log_every :])
-            print(f"[{cfg.task} / {cfg.model}] step {step + 1}/{cfg.steps} loss {recent:.4f}", file=sys.stderr)
+        return train_step(model, optimizer, scheduler, [batch], loss_fn, grad_clip=cfg.grad_clip, device=device,
+                          dtype=cfg.dtype)
+
+    bar = Progress(cfg.steps, desc=f"{cfg.task} / {cfg.model}", enabled=progress, log_every=cfg.log_every)
+
+    def on_step(step: int, stats) -> None:
+        losses.append(float(stats.loss))
+        recent = losses[-bar.log_every:]
+        bar.update(step, loss=f"{sum(recent) / len(recent):.4f}")
+
+    try:
+        fit(0, cfg.steps, step_fn, on_step=on_step)
+    finally:
+        bar.close()
     train_seconds = time.perf_counter() - wall0
     result = evaluate(model, task, test_lengths, cfg.eval_samples, cfg.eval_seed, cfg.eval_tokens_per_batch)
     tail = losses[-max(1, len(losses) // 10) :]
@@ -273,10 +291,16 @@ def run_grid(
     """Every task x model cell with the settings of `base` (MQAR tasks ignore its train/test lengths and use their
     context length; the other tasks ignore its MQAR `task_options`); writes results.json, results.md and heatmap.png to
     `out_dir` (results.json after every cell, so an interrupted grid keeps what it finished)."""
+    from ..runs import RunLock, command_line, prepare_dir
+
+    out = prepare_dir(out_dir, "--out")
+    with RunLock(out, command_line()):
+        return _run_grid(tasks, models, base, out, on_cell)
+
+
+def _run_grid(tasks, models, base, out: Path, on_cell) -> list[dict[str, Any]]:
     from dataclasses import replace
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     models = [canonical_model_name(m) for m in models]
     for t in tasks:  # fail fast on unknown names, before hours of training
         get_task(t, **(base.task_options if t.startswith("mqar") else {}))
@@ -289,10 +313,10 @@ def run_grid(
                 cell_cfg = replace(base, task=task, model=model, task_options={})
             cell = run_cell(cell_cfg)
             results.append(cell)
-            (out / "results.json").write_text(json.dumps(results, indent=1))
+            atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode("utf-8"))
             if on_cell is not None:
                 on_cell(cell)
-    (out / "results.md").write_text(markdown_table(results, tasks, models))
+    atomic_write_bytes(out / "results.md", markdown_table(results, tasks, models).encode("utf-8"))
     heatmap(results, tasks, models, out / "heatmap.png")
     return results
 
@@ -321,9 +345,13 @@ def markdown_table(results: Sequence[dict[str, Any]], tasks: Sequence[str], mode
     return "\n".join(lines) + "\n"
 
 
-def heatmap(results: Sequence[dict[str, Any]], tasks: Sequence[str], models: Sequence[str], path: str | Path) -> None:
-    """A task x model heat-map of scaled accuracy in the style of the paper's Figure 4."""
-    import matplotlib
+def heatmap(results: Sequence[dict[str, Any]], tasks: Sequence[str], models: Sequence[str], path: str | Path) -> bool:
+    """A task x model heat-map of scaled accuracy in the style of the paper's Figure 4 (written atomically); False
+    when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -341,8 +369,9 @@ def heatmap(results: Sequence[dict[str, Any]], tasks: Sequence[str], models: Seq
     fig.colorbar(image, ax=ax, label="scaled accuracy")
     ax.set_title("Scaled accuracy on the test lengths", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
+    return True
 
 
 def parse_lengths(spec: str) -> list[int]:
