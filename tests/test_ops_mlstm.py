@@ -503,6 +503,36 @@ def test_state_given_as_a_list_works_like_a_tuple(form):
         assert_close(f"final {what}", u, w, 0, 0)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
+def test_unchecked_step_equals_checked_step(use_native, dtype):
+    """The private unchecked step (the layers' decode path) computes what mlstm_step computes, token by token, through
+    ordinary and infinite gates (its m may hold +-inf as +-BIG, the same state)."""
+    from xlstmkit.ops import native
+    from xlstmkit.ops.mlstm import _mlstm_step_unchecked
+    from xlstmkit.ops.mlstm.common import to_infinite
+
+    x = make_mlstm_inputs(2, 3, 6, 8, 8, seed=4, dtype=dtype)
+    i = x.i.clone()
+    i[0, 1, 2], i[1, 0, 3] = float("inf"), float("-inf")
+    f = x.f.clone()
+    f[1, 2, 1] = float("-inf")
+    st_a = st_b = zero_state(2, 3, 8, 8, dtype=dtype)
+    with torch.no_grad(), native.use_native(use_native):
+        for t in range(6):
+            args = (x.q[:, :, t], x.k[:, :, t], x.v[:, :, t], i[:, :, t], f[:, :, t])
+            h_a, st_a = mlstm_step(*args, st_a)
+            h_b, st_b = _mlstm_step_unchecked(*args, st_b)
+            # (a row whose m is +BIG may take the native step where +inf took the PyTorch one: rounding apart)
+            tol = (1e-5, 1e-6) if dtype == F32 else (1e-12, 1e-13)
+            assert_close(f"h at {t}", h_a, h_b, *tol)
+            for what, a, b in zip("Cnm", st_a, (st_b.C, st_b.n, to_infinite(st_b.m))):
+                fin = torch.isfinite(a)
+                assert torch.equal(fin, torch.isfinite(b)) and torch.equal(a[~fin], b[~fin]), f"{what} at {t}"
+                assert_close(f"{what} at {t}", a[fin], b[fin], *tol)
+    assert st_a.m[0, 1].item() == float("inf")
+
+
 def test_step_check_argument_is_ignored_with_a_deprecation_warning():
     """`check=` no longer changes what mlstm_step requires: it still validates (the unchecked path is private)."""
     x = make_mlstm_inputs(1, 2, 1, 4, 5)
