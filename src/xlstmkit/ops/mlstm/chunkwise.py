@@ -62,8 +62,8 @@ class _Chunkwise(torch.autograd.Function):
         m_t = max(b_t + m0, max_j log D_tj);   D = exp(log D - m);   w0 = exp(b + m0 - m)
         P = (q k^T) * D;   num = P v + w0 * (q C0);   qn = P 1 + w0 * (q . n0);   h = num / (max(|qn|, exp(-m)) + eps)
 
-    The L x L matrices are kept transposed ([j, t]: the log weights are built as cumulative sums along t), and D is
-    held as s * D' with each row of D' stabilised by its own largest entry (s = exp(max_j log D_tj - m_t)).
+    The L x L matrices are kept transposed ([j, t]: the log weights are built as cumulative sums along t), and each
+    row of D is exponentiated against its own largest entry, then scaled by s_t = exp(max_j log D_tj - m_t).
 
     With `mm_dtype` (autocast's bf16/fp16) the matmul operands are cast to it once each (names ending in _) and the
     products come back into float32 arithmetic by type promotion. Inputs: q, k (N, NC, L, DQK) with k scaled;
@@ -95,32 +95,30 @@ class _Chunkwise(torch.autograd.Function):
         m_in = m_in.clamp_min_(-lim)
         # D = s * D' with D' = exp(log D - m_in) (largest entry 1) and s = exp(m_in - m): flushing D' below
         # exp(_LOG_FLOOR) never loses a weight that matters, even where the initial state's weight dominates
-        d_t = _exp_weights_(logd_t.sub_(m_in.unsqueeze(-2)))
-        s = torch.exp(m_in - m)
+        d_t = _exp_weights_(logd_t.sub_(m_in.unsqueeze(-2))).mul_(torch.exp(m_in - m).unsqueeze(-2))
         w0 = torch.exp(b + m0 - m)
         S_t = torch.bmm(k_, q_.transpose(1, 2))  # [j, t] = k_j . q_t
-        P_t = S_t * d_t if low else S_t.mul_(d_t)  # P' = (q k^T) * D', transposed
+        P_t = S_t * d_t if low else S_t.mul_(d_t)  # P = (q k^T) * D, transposed
         P_t_ = lo(P_t)
         C0_ = lo(cs.C0).view(BC, DQK, DV)
         qC = torch.bmm(q_, C0_)  # (BC, L, DV)
         wqC = qC * w0.unsqueeze(-1) if low else qC.mul_(w0.unsqueeze(-1))  # w0 * (q C0)
-        num = torch.bmm(P_t_.transpose(1, 2), v_)
-        num = torch.addcmul(wqC, num, s.unsqueeze(-1)) if low else num.mul_(s.unsqueeze(-1)).add_(wqC)
+        num = wqC + torch.bmm(P_t_.transpose(1, 2), v_) if low else torch.baddbmm(wqC, P_t.transpose(1, 2), v_)
         qn0 = (q * cs.n0.unsqueeze(-2)).sum(-1).view(BC, L)  # q . n0
-        qn = s * P_t.sum(-2) + w0 * qn0
+        qn = P_t.sum(-2) + w0 * qn0
         thr = torch.exp(-m)
         den = torch.maximum(qn.abs(), thr) + eps
         h = num.div_(den.unsqueeze(-1))  # (BC, L, DV)
         ctx.low = low
-        ctx.save_for_backward(q_, k_, v_, cs.kw, cs.C0, C0_, cs.n0, cs.decay, cs.ew, d_t, P_t_, s, w0, wqC, qn0,
-                              qn, thr, den, h)
+        ctx.save_for_backward(q_, k_, v_, cs.kw, cs.C0, C0_, cs.n0, cs.decay, cs.ew, d_t, P_t_, w0, wqC, qn0, qn,
+                              thr, den, h)
         ctx.mark_non_differentiable(cs.m)
         return h.view(N, NC, L, DV), cs.C, cs.n, cs.m
 
     @staticmethod
     @autocast_off
     def backward(ctx, dh, dC_fin, dn_fin, _dm):
-        q_, k_, v_, kw_, C0, C0_, n0, decay, ew, d_t, P_t_, s, w0, wqC, qn0, qn, thr, den, h = ctx.saved_tensors
+        q_, k_, v_, kw_, C0, C0_, n0, decay, ew, d_t, P_t_, w0, wqC, qn0, qn, thr, den, h = ctx.saved_tensors
         low = ctx.low
         N, NC, DQK, DV = C0.shape
         BC, L = d_t.shape[:2]
@@ -136,11 +134,10 @@ class _Chunkwise(torch.autograd.Function):
         absqn = qn.abs()
         wins = (absqn > thr).to(qn.dtype) + 0.5 * (absqn == thr).to(qn.dtype)
         dqn = dden * torch.sign(qn) * wins  # (BC, L)
-        # ---- intra-chunk part, transposed ([j, t]), through P = s * P' (s carries no gradient)
-        dnum_s_ = lo(dnum * s.unsqueeze(-1))
-        dP_t = torch.bmm(v_, dnum_s_.transpose(1, 2))  # (BC, L, L)
-        dqn_s = (dqn * s).unsqueeze(-2)
-        dP_t = dP_t + dqn_s if low else dP_t.add_(dqn_s)
+        # ---- intra-chunk part, transposed ([j, t])
+        dnum_ = lo(dnum)
+        dP_t = torch.bmm(v_, dnum_.transpose(1, 2))  # (BC, L, L)
+        dP_t = dP_t + dqn.unsqueeze(-2) if low else dP_t.add_(dqn.unsqueeze(-2))
         dlogd_t = dP_t * P_t_  # gradient of the log weights (zero for t < j, where P = 0)
         dS_t = dP_t.mul_(d_t)  # gradient of k_j . q_t
         dS_t_ = lo(dS_t)
@@ -174,7 +171,7 @@ class _Chunkwise(torch.autograd.Function):
         dkw = torch.bmm(v_, GC_.transpose(1, 2))  # (BC, L, DQK)
         dkw = dkw + Gn.view(BC, 1, DQK) if low else dkw.add_(Gn.view(BC, 1, DQK))
         dv = torch.bmm(kw_, GC_)
-        dv = _addbmm_(dv.float() if low else dv, P_t_, dnum_s_, low)  # (BC, L, DV)
+        dv = _addbmm_(dv.float() if low else dv, P_t_, dnum_, low)  # (BC, L, DV)
         da = (dkw * kw_).sum(-1).view(N, NC, L)  # through ew = exp(a - m')
         dk = _addbmm_(dkw.mul_(ew.view(BC, L, 1)), dS_t_, q_, low)
         # ---- to the gates: a_t = sum_{s>t} log f_s + i~_t, g = sum_s log f_s, b_t = sum_{s<=t} log f_s
