@@ -88,8 +88,8 @@ class _Chunkwise(torch.autograd.Function):
         cs = chunk_states(k, v_.view(N, NC, L, DV), logf, i, C_init, n_init, m_init.clamp(-lim, lim), mm_dtype)
         # ---- intra-chunk part, every chunk at once from the state it starts from
         m0 = cs.m0.reshape(BC, 1)
-        b = logf.cumsum(-1).view(BC, L)
-        logd_t = _log_weights_t(logf.view(BC, L), i.view(BC, L))  # (BC, L(j), L(t))
+        b = logf.cumsum(-1).reshape(BC, L)
+        logd_t = _log_weights_t(logf.reshape(BC, L), i.reshape(BC, L))  # (BC, L(j), L(t))
         m_in = logd_t.amax(-2)  # (BC, L): the largest within-chunk log weight of each row
         m = torch.maximum(m_in, b + m0).clamp_min_(-lim)  # the stabiliser (the init state's weight included)
         m_in = m_in.clamp_min_(-lim)
