@@ -55,6 +55,40 @@ def make_mlstm_inputs(
     )
 
 
+def naive_mlstm(q, k, v, i, f, forget_gate="sigmoid", C0=None, n0=None):
+    """The paper's mLSTM equations (19-27) literally, in float64: no stabiliser, no eps, the lower bound 1 of the
+    normaliser. C0, n0 in the paper's (unstabilised) coordinates. Returns h, C, n."""
+    B, NH, S, DQK = q.shape
+    DV = v.shape[-1]
+    k = k * DQK**-0.5
+    C = torch.zeros(B, NH, DQK, DV, dtype=torch.float64) if C0 is None else C0
+    n = torch.zeros(B, NH, DQK, dtype=torch.float64) if n0 is None else n0
+    hs = []
+    for t in range(S):
+        fg = torch.sigmoid(f[:, :, t]) if forget_gate == "sigmoid" else torch.exp(f[:, :, t])
+        ig = torch.exp(i[:, :, t])
+        kt, vt, qt = k[:, :, t], v[:, :, t], q[:, :, t]
+        C = fg[..., None, None] * C + ig[..., None, None] * torch.einsum("bhk,bhv->bhkv", kt, vt)
+        n = fg[..., None] * n + ig[..., None] * kt
+        num = torch.einsum("bhkv,bhk->bhv", C, qt)
+        den = torch.einsum("bhk,bhk->bh", n, qt).abs().clamp_min(1.0)
+        hs.append(num / den[..., None])
+    return torch.stack(hs, dim=2), C, n
+
+
+def mlstm_step_loop(q, k, v, i, f, *, initial_state=None, return_state=False, mask=None, **kwargs):
+    """`mlstm_step` token by token, with the calling convention of the sequence forms (a form for the tests)."""
+    from xlstmkit.ops.mlstm import mlstm_step
+
+    state, hs = initial_state, []
+    for t in range(q.shape[2]):
+        h, state = mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], f[:, :, t], state,
+                              mask=None if mask is None else mask[:, t], **kwargs)
+        hs.append(h)
+    h = torch.stack(hs, dim=2)
+    return (h, state) if return_state else h
+
+
 def make_slstm_inputs(
     B: int = 2,
     S: int = 16,

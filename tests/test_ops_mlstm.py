@@ -1,4 +1,4 @@
-"""Tests of the mLSTM ops (src/xlstmkit/ops/mlstm.py): the parallel, chunkwise and recurrent forms and the single
+"""Tests of the mLSTM ops (src/xlstmkit/ops/mlstm/): the parallel, chunkwise and recurrent forms and the single
 step compute the same function (outputs, final states and gradients), for any S and chunk size, with and without a
 carried state; they match a naive unstabilised reference; they stay finite at extreme gate values; bad input is
 rejected with a message naming the argument.
@@ -23,7 +23,7 @@ from xlstmkit.ops.mlstm import (
     zero_state,
 )
 
-from conftest import assert_close, assert_finite, make_mlstm_inputs
+from conftest import assert_close, assert_finite, make_mlstm_inputs, naive_mlstm
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -274,9 +274,9 @@ def test_extreme_gates_default_chunk_size(i_val, f_val, forget_gate):
     x64 = tuple(t.detach().double().requires_grad_() for t in x)
     ref = run_with_grads(mlstm_parallel, x64, None, forget_gate=forget_gate)
     h, st_, grads = run_with_grads(mlstm_chunkwise, x, None, forget_gate=forget_gate)
-    # atol 5e-4 (|h| <= ~4): the within-chunk log forget differences b_i - b_j are taken from a float32 cumsum that
-    # reaches -3200 at f~ = -50, so they carry ~3e-4 absolute error; measured max abs error 1e-4 (parallel: 3e-6)
-    assert_close("chunkwise(L=64) h", ref[0], h, rtol=1e-4, atol=5e-4)
+    # (the within-chunk log weights are segment sums, not differences of a cumulative sum that reaches -3200 at
+    # f~ = -50: as accurate as the parallel form's)
+    assert_close("chunkwise(L=64) h", ref[0], h, rtol=1e-4, atol=1e-5)
     for name, g in grads.items():
         assert_finite(f"chunkwise(L=64) grad {name}", g)
 
@@ -345,26 +345,6 @@ def test_bfloat16_inputs(form):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # 6. a naive, unstabilised float64 reference
-
-
-def naive_mlstm(q, k, v, i, f, forget_gate="sigmoid", C0=None, n0=None):
-    """The paper's eqs. 19-27 literally: no stabiliser, no eps. C0, n0 in the paper's (unstabilised) coordinates."""
-    B, NH, S, DQK = q.shape
-    DV = v.shape[-1]
-    k = k * DQK**-0.5
-    C = torch.zeros(B, NH, DQK, DV, dtype=F64) if C0 is None else C0
-    n = torch.zeros(B, NH, DQK, dtype=F64) if n0 is None else n0
-    hs = []
-    for t in range(S):
-        fg = torch.sigmoid(f[:, :, t]) if forget_gate == "sigmoid" else torch.exp(f[:, :, t])
-        ig = torch.exp(i[:, :, t])
-        kt, vt, qt = k[:, :, t], v[:, :, t], q[:, :, t]
-        C = fg[..., None, None] * C + ig[..., None, None] * torch.einsum("bhk,bhv->bhkv", kt, vt)
-        n = fg[..., None] * n + ig[..., None] * kt
-        num = torch.einsum("bhkv,bhk->bhv", C, qt)
-        den = torch.einsum("bhk,bhk->bh", n, qt).abs().clamp_min(1.0)
-        hs.append(num / den[..., None])
-    return torch.stack(hs, dim=2), C, n
 
 
 @pytest.mark.parametrize("init", [False, True], ids=["zero_state", "prefix_state"])
@@ -437,6 +417,20 @@ def _bad_cases():
         ("init_two_tensors", set_("initial_state", lambda s: s[:2]), TypeError, r"initial_state"),
         ("init_tensor", set_("initial_state", lambda s: s[0]), TypeError, r"initial_state"),
         ("forget_gate_name", set_("forget_gate", "tanh"), ValueError, r"forget_gate"),
+        ("head_dim_0", lambda kw: kw.update(q=kw["q"][..., :0], k=kw["k"][..., :0]), ValueError,
+         r"head dims must be >= 1"),
+        ("value_dim_0", lambda kw: kw.update(v=kw["v"][..., :0]), ValueError, r"head dims must be >= 1"),
+        ("eps_negative", set_("eps", -1e-6), ValueError, r"eps must be finite and >= 0"),
+        ("eps_nan", set_("eps", float("nan")), ValueError, r"eps must be finite and >= 0"),
+        ("eps_inf", set_("eps", float("inf")), ValueError, r"eps must be finite and >= 0"),
+        ("eps_tensor", set_("eps", torch.tensor(1e-6)), TypeError, r"eps must be a real number"),
+        ("mask_float", set_("mask", lambda m: m.float()), TypeError, r"mask must have dtype torch.bool"),
+        ("mask_shape", set_("mask", lambda m: m[:, :-1]), ValueError, r"mask must have shape \(B, S\)"),
+        ("mask_list", set_("mask", lambda m: m.tolist()), TypeError, r"mask must be a bool torch.Tensor"),
+        ("init_C_int", set_("initial_state", lambda s: (s[0].long(), s[1], s[2])), TypeError,
+         r"initial_state C must be a floating-point"),
+        ("init_n_list", set_("initial_state", lambda s: (s[0], s[1].tolist(), s[2])), TypeError,
+         r"initial_state n must be a torch.Tensor"),
     ]
 
 
@@ -447,11 +441,13 @@ BAD = _bad_cases()
 @pytest.mark.parametrize("mutate,exc,match", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_input_rejected(form, mutate, exc, match):
     x = make_mlstm_inputs(2, 2, 6, 4, 5, seed=0)
-    kw = dict(x._asdict(), initial_state=tuple(zero_state(2, 2, 4, 5, dtype=F64)), forget_gate="sigmoid")
+    kw = dict(x._asdict(), initial_state=tuple(zero_state(2, 2, 4, 5, dtype=F64)), forget_gate="sigmoid",
+              mask=torch.ones(2, 6, dtype=torch.bool))
     form_fn(form, 4)(**kw)  # the unmutated call works
     mutate(kw)
-    with pytest.raises(exc, match=match):
+    with pytest.raises(exc, match=match) as info:
         form_fn(form, 4)(**kw)
+    assert "\n" not in str(info.value)  # one line
 
 
 @pytest.mark.parametrize("chunk_size", [0, -4, 2.5, None], ids=["0", "neg", "float", "None"])
@@ -471,6 +467,118 @@ def test_step_bad_input():
         mlstm_step(q, k, v, x.i, f)
     with pytest.raises(ValueError, match=r"initial_state C must have shape"):
         mlstm_step(q, k, v, i, f, (torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4), torch.zeros(1, 2)))
+
+
+def test_step_bad_input_names_the_problem():
+    x = make_mlstm_inputs(2, 2, 1, 4, 5)
+    q, k, v, i, f = (t[:, :, 0] for t in x)
+    cases = [
+        (dict(eps=-1.0), ValueError, r"eps must be finite and >= 0"),
+        (dict(mask=torch.ones(2)), TypeError, r"mask must have dtype torch.bool"),
+        (dict(mask=torch.ones(3, dtype=torch.bool)), ValueError, r"mask must have shape \(B,\)"),
+        (dict(state=zero_state(2, 3, 4, 5)), ValueError,
+         r"initial_state C must have shape \(2, 2, 4, 5\).*got \(2, 3, 4, 5\)"),
+        (dict(state=(torch.zeros(2, 2, 4, 5), torch.zeros(2, 2, 3), torch.zeros(2, 2))), ValueError,
+         r"initial_state n must have shape \(2, 2, 4\).*got \(2, 2, 3\)"),
+        (dict(state=torch.zeros(2, 2, 4, 5)), TypeError, r"initial_state must be a tuple \(C, n, m\)"),
+    ]
+    for kw, exc, match in cases:
+        with torch.no_grad(), pytest.raises(exc, match=match):
+            mlstm_step(q, k, v, i, f, **kw)
+
+
+@pytest.mark.parametrize("form", ["parallel", "chunkwise", "recurrent", "step"])
+def test_state_given_as_a_list_works_like_a_tuple(form):
+    x = make_mlstm_inputs(2, 2, 6, 4, 5, seed=3)
+    s0 = prefix_state(2, 2, 4, 5, requires_grad=False)
+    if form == "step":
+        with torch.no_grad():
+            a = mlstm_step(*(t[:, :, 0] for t in x), tuple(s0))
+            b = mlstm_step(*(t[:, :, 0] for t in x), list(s0))
+    else:
+        a = form_fn(form, 4)(*x, initial_state=tuple(s0), return_state=True)
+        b = form_fn(form, 4)(*x, initial_state=list(s0), return_state=True)
+    assert_close("h", a[0], b[0], 0, 0)
+    for what, u, w in zip("Cnm", a[1], b[1]):
+        assert_close(f"final {what}", u, w, 0, 0)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
+def test_unchecked_step_equals_checked_step(use_native, dtype):
+    """The private unchecked step (the layers' decode path) computes what mlstm_step computes, token by token, through
+    ordinary and infinite gates (its m may hold +-inf as +-BIG, the same state)."""
+    from xlstmkit.ops import native
+    from xlstmkit.ops.mlstm import _mlstm_step_unchecked
+    from xlstmkit.ops.mlstm.common import to_infinite
+
+    x = make_mlstm_inputs(2, 3, 6, 8, 8, seed=4, dtype=dtype)
+    i = x.i.clone()
+    i[0, 1, 2], i[1, 0, 3] = float("inf"), float("-inf")
+    f = x.f.clone()
+    f[1, 2, 1] = float("-inf")
+    st_a = st_b = zero_state(2, 3, 8, 8, dtype=dtype)
+    with torch.no_grad(), native.use_native(use_native):
+        for t in range(6):
+            args = (x.q[:, :, t], x.k[:, :, t], x.v[:, :, t], i[:, :, t], f[:, :, t])
+            h_a, st_a = mlstm_step(*args, st_a)
+            h_b, st_b = _mlstm_step_unchecked(*args, st_b)
+            # (a row whose m is +BIG may take the native step where +inf took the PyTorch one: rounding apart)
+            tol = (1e-5, 1e-6) if dtype == F32 else (1e-12, 1e-13)
+            assert_close(f"h at {t}", h_a, h_b, *tol)
+            for what, a, b in zip("Cnm", st_a, (st_b.C, st_b.n, to_infinite(st_b.m))):
+                fin = torch.isfinite(a)
+                assert torch.equal(fin, torch.isfinite(b)) and torch.equal(a[~fin], b[~fin]), f"{what} at {t}"
+                assert_close(f"{what} at {t}", a[fin], b[fin], *tol)
+    assert st_a.m[0, 1].item() == float("inf")
+
+
+def test_step_check_argument_is_ignored_with_a_deprecation_warning():
+    """`check=` no longer changes what mlstm_step requires: it still validates (the unchecked path is private)."""
+    x = make_mlstm_inputs(1, 2, 1, 4, 5)
+    q, k, v, i, f = (t[:, :, 0] for t in x)
+    with pytest.warns(DeprecationWarning, match="check"):
+        with pytest.raises(ValueError, match=r"initial_state C must have shape"):
+            mlstm_step(q, k, v, i, f, zero_state(1, 2, 4, 4, dtype=F64), check=False)
+
+
+STEP_WITH_WRONG_STATE = """
+import torch
+from xlstmkit.ops import native
+from xlstmkit.ops.mlstm import mlstm_step, _mlstm_step_unchecked, zero_state
+torch.manual_seed(0)
+i, f = torch.randn(1, 2), torch.randn(1, 2)
+with torch.no_grad():
+    for D, state in ((8, zero_state(1, 4, 64, 64)), (8, zero_state(1, 2, 8, 256)), (8, zero_state(3, 2, 8, 8)),
+                     (4096, zero_state(1, 2, 1, 1))):  # the last one read 64 MB past the state: SIGSEGV
+        q, k, v = torch.randn(1, 2, D), torch.randn(1, 2, D), torch.randn(1, 2, D)
+        for fn in (mlstm_step, _mlstm_step_unchecked):
+            if fn is _mlstm_step_unchecked and native.library() is None:
+                continue  # without the native step the unchecked path makes no promise
+            try:
+                fn(q, k, v, i, f, state)
+                print("NO ERROR")
+            except ValueError as e:
+                print("ValueError:", e)
+"""
+
+
+def test_step_with_a_state_of_another_shape_is_a_valueerror_not_a_crash():
+    """A state built for another head count, head dim or batch used to reach the native step unchecked and read
+    past its buffers (SIGSEGV). Run in a subprocess so that a crash fails this test instead of killing pytest."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(["src", os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", STEP_WITH_WRONG_STATE], capture_output=True, text=True, timeout=300,
+                         env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, f"the process died ({out.returncode}): {out.stderr[-2000:]}"
+    lines = out.stdout.strip().splitlines()
+    assert lines and all(line.startswith("ValueError:") for line in lines), out.stdout
+    assert "must have shape (1, 2, 8, 8)" in out.stdout and "got (1, 4, 64, 64)" in out.stdout
+    assert "got (1, 2, 8, 256)" in out.stdout and "got (3, 2, 8, 8)" in out.stdout
+    assert "must have shape (1, 2, 4096, 4096)" in out.stdout and "got (1, 2, 1, 1)" in out.stdout
 
 
 def test_dispatcher():
