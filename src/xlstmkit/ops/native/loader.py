@@ -442,7 +442,8 @@ def _open(path: Path, record: dict, built: bool, interface: Interface) -> Librar
 def load(warn: Callable[[str], None] | None = None) -> Library:
     """The library for these sources on this CPU: from the first usable folder (the cache folder, else a private
     temporary one), verified, or built there if it is missing or fails a check. `warn` receives the one-line notice
-    of a rebuild. Raises (RuntimeError, OSError) when neither folder gives a library; the caller falls back."""
+    of a rebuild. Raises RuntimeError naming every problem when neither folder gives a library; the caller falls
+    back to the PyTorch ops."""
     warn = warn or (lambda msg: warnings.warn(msg, RuntimeWarning, stacklevel=4))
     interface = read_interface()
     key = cache_key()
@@ -461,17 +462,20 @@ def load(warn: Callable[[str], None] | None = None) -> Library:
             pass
         except (DamagedLibrary, UntrustedPath, OSError) as exc:
             if cc is None:
-                raise RuntimeError(f"{exc}, and no C compiler to rebuild it (set CC, or install gcc or clang)")
+                problems.append(f"cached library failed its check ({exc})")
+                continue
             warn(f"xlstmkit: cached native library failed its check ({exc}); rebuilding it")
         if cc is None:
-            raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
+            continue
         try:
             path, record = build(cc, folder, key)
         except OSError as exc:  # this folder cannot be written: try the next one
             problems.append(f"{folder}: {exc.strerror or exc}")
             continue
         return _open(path, record, True, interface)
-    raise RuntimeError("; ".join(problems) or "no usable cache folder")
+    if cc is None:
+        problems.append("no C compiler found (set CC, or install gcc or clang)")
+    raise RuntimeError("; ".join(problems))
 
 
 __all__ = ["Array", "DamagedLibrary", "Function", "Interface", "Library", "UntrustedPath", "build", "cache_dir",
