@@ -33,7 +33,7 @@ sys.modules["xk_loader"] = m
 spec.loader.exec_module(m)
 try:
     lib = m.load(warn=lambda msg: print("WARNING", msg))
-    print(json.dumps({{"loaded": True, "built": lib.built, "path": str(lib.path), "abi": lib.cdll.xlstmkit_native_abi()}}))
+    print(json.dumps({{"loaded": True, "built": lib.built, "path": str(lib.path)}}))
 except Exception as exc:
     print(json.dumps({{"loaded": False, "error": f"{{type(exc).__name__}}: {{exc}}"}}))
 """

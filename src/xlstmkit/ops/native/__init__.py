@@ -111,6 +111,27 @@ def _matches(shape: tuple[int, ...], declared: tuple[int, ...]) -> bool:
     return lead == declared[0]
 
 
+def _problem(name: str, arg, t, dtype: torch.dtype, expected: tuple[int, ...]) -> str | None:
+    """What is wrong with tensor t for array argument `arg` (None if nothing)."""
+    if t is None:
+        return None if arg.optional else f"native {name}: {arg.name} is required"
+    if not isinstance(t, torch.Tensor):
+        return f"native {name}: {arg.name} must be a tensor, got {type(t).__name__}"
+    if not ((t.dtype in _MASK_DTYPES) if arg.kind == "mask" else (t.dtype == dtype)):
+        want = "torch.bool" if arg.kind == "mask" else str(dtype)
+        return f"native {name}: {arg.name} must have dtype {want}, got {t.dtype}"
+    if t.device.type != "cpu":
+        return f"native {name}: {arg.name} must be on the CPU, got {t.device}"
+    if not _matches(tuple(t.shape), expected):
+        return f"native {name}: {arg.name} must have shape {expected} {arg.shape_text}, got {tuple(t.shape)}"
+    if not t.is_contiguous():
+        return f"native {name}: {arg.name} must be contiguous"
+    return None
+
+
+_checks: dict[tuple, tuple] = {}  # (function, dtype, *ints) -> ((dtype, shape) of each array)
+
+
 def call(lib: Library, name: str, dtype: torch.dtype, ints: tuple[int | float, ...],
          tensors: tuple[torch.Tensor | None, ...]) -> None:
     """lib.<name>_<f32|f64>(*ints, *data pointers of tensors), after checking every argument against the function's
@@ -118,41 +139,42 @@ def call(lib: Library, name: str, dtype: torch.dtype, ints: tuple[int | float, .
     device (CPU), contiguity and shape (computed from the int arguments); None only where the declaration allows
     NULL. A mismatch is a ValueError naming the function, the argument, the expected and the given shape. This
     frame holds the tensors until the C function returns (a pointer to a freed temporary is the classic ctypes
-    bug)."""
-    suffix = _SUFFIX.get(dtype)
-    entry = lib.functions.get((name, suffix))
+    bug). The checks run on every call, generation's one-token steps included, so the expected dtypes and shapes
+    are computed once per function and sizes; a call then costs about half a microsecond per tensor."""
+    entry = lib.functions.get((name, _SUFFIX.get(dtype)))
     if entry is None:
         raise ValueError(f"native: no function {name!r} for dtype {dtype}")
     c_fn, decl = entry
-    if len(ints) != len(decl.scalars) or len(tensors) != len(decl.arrays):
-        raise ValueError(f"native {name}: expected {len(decl.scalars)} scalars and {len(decl.arrays)} tensors "
-                         f"({', '.join(a.name for a in decl.arrays)}), got {len(ints)} and {len(tensors)}")
-    values = {n: int(v) for (n, kind), v in zip(decl.scalars, ints) if kind == "int"}
-    if any(v < 0 or v >= 2**31 for v in values.values()):
-        raise ValueError(f"native {name}: sizes {values} out of range")
+    key = (name, dtype, *ints)
+    wanted = _checks.get(key)
+    if wanted is None:
+        if len(ints) != len(decl.scalars):
+            raise ValueError(f"native {name}: expected {len(decl.scalars)} scalars "
+                             f"({', '.join(n for n, _ in decl.scalars)}), got {len(ints)}")
+        if any(kind == "int" and not 0 <= int(v) < 2**31 for (_, kind), v in zip(decl.scalars, ints)):
+            raise ValueError(f"native {name}: size arguments {ints} out of range")
+        wanted = tuple((torch.bool if arg.kind == "mask" else dtype, shape, arg.optional)
+                       for arg, shape in zip(decl.arrays, decl.shapes(*ints)))
+        if len(_checks) > 4096:
+            _checks.clear()
+        _checks[key] = wanted
+    if len(tensors) != len(wanted):
+        raise ValueError(f"native {name}: expected {len(decl.arrays)} tensors "
+                         f"({', '.join(a.name for a in decl.arrays)}), got {len(tensors)}")
     pointers = []
-    for arg, t in zip(decl.arrays, tensors):
+    for t, (want, shape, optional) in zip(tensors, wanted):
         if t is None:
-            if not arg.optional:
-                raise ValueError(f"native {name}: {arg.name} is required")
-            pointers.append(None)
+            if optional:
+                pointers.append(None)
+                continue
+        elif t.dtype is want and t.is_cpu and t.shape == shape and t.is_contiguous():
+            pointers.append(t.data_ptr())
             continue
-        expected = arg.shape(values)
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"native {name}: {arg.name} must be a tensor, got {type(t).__name__}")
-        if (t.dtype in _MASK_DTYPES) if arg.kind == "mask" else (t.dtype == dtype):
-            pass
-        else:
-            want = "torch.bool" if arg.kind == "mask" else str(dtype)
-            raise ValueError(f"native {name}: {arg.name} must have dtype {want}, got {t.dtype}")
-        if t.device.type != "cpu":
-            raise ValueError(f"native {name}: {arg.name} must be on the CPU, got {t.device}")
-        if not _matches(tuple(t.shape), expected):
-            raise ValueError(f"native {name}: {arg.name} must have shape {expected} {arg.shape_text}, got "
-                             f"{tuple(t.shape)}")
-        if not t.is_contiguous():
-            raise ValueError(f"native {name}: {arg.name} must be contiguous")
-        pointers.append(t.data_ptr())
+        for arg, t_, (_, shape_, _) in zip(decl.arrays, tensors, wanted):  # the slow path: say what is wrong
+            problem = _problem(name, arg, t_, dtype, shape_)
+            if problem:
+                raise ValueError(problem)
+        pointers.append(None if t is None else t.data_ptr())  # None where allowed; or a mask given as uint8
     c_fn(*ints, *pointers)
 
 

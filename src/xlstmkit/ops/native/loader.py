@@ -76,23 +76,24 @@ class DamagedLibrary(RuntimeError):
 @dataclass(frozen=True)
 class Array:
     """An array argument: its name, element kind ('real' = the function's float type, 'mask' = bool), whether the
-    function writes it, its declared shape (text and evaluator) and whether NULL (None) is allowed."""
+    function writes it, its declared shape (as written in the header) and whether NULL (None) is allowed."""
 
     name: str
     kind: str
     written: bool
     shape_text: str
-    shape: Callable[[dict[str, int]], tuple[int, ...]]
     optional: bool
 
 
 @dataclass(frozen=True)
 class Function:
-    """One exported function (without the _f32/_f64 suffix): scalar arguments first, then arrays."""
+    """One exported function (without the _f32/_f64 suffix): scalar arguments first, then arrays. `shapes` maps the
+    scalar arguments (positionally, as passed to C) to the declared shape of every array at once."""
 
     name: str
     scalars: tuple[tuple[str, str], ...]  # (name, 'int' | 'double')
     arrays: tuple[Array, ...]
+    shapes: Callable[..., tuple[tuple[int, ...], ...]]
 
     def argtypes(self) -> list:
         ctype = {"int": ctypes.c_int, "double": ctypes.c_double}
@@ -109,10 +110,9 @@ _PARAM = r"(const\s+)?(int|double|T|unsigned\s+char)\s*(\*?)\s*(\w+)"
 _ALLOWED_NODES = (ast.Expression, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Name, ast.Load, ast.Constant)
 
 
-def _shape_evaluator(text: str, scalars: set[str]) -> Callable[[dict[str, int]], tuple[int, ...]]:
-    """A function of the int arguments (a dict) giving the shape declared as `text`, e.g. '(S+1, 4, NH, B, DH)'.
-    Only integer literals, names of int arguments, +, - and * are accepted; the checked expression is compiled
-    once (without builtins), so that a call costs one lambda call."""
+def _shape_source(text: str, scalars: set[str]) -> str:
+    """The Python tuple expression of the shape declared as `text`, e.g. '(S+1, 4, NH, B, DH)', after checking that
+    it holds only integer literals, names of int arguments, +, - and *."""
     tree = ast.parse(text.strip(), mode="eval")
     dims = tree.body.elts if isinstance(tree.body, ast.Tuple) else [tree.body]
     for dim in dims:
@@ -123,10 +123,15 @@ def _shape_evaluator(text: str, scalars: set[str]) -> Callable[[dict[str, int]],
                 raise ValueError(f"shape {text!r} in {HEADER.name} names {node.id!r}, not an int argument")
             if isinstance(node, ast.Constant) and type(node.value) is not int:
                 raise ValueError(f"shape {text!r} in {HEADER.name} has a non-integer constant")
-    names = sorted(scalars)
-    src = f"lambda {', '.join(names)}: ({', '.join(f'({ast.unparse(d)})' for d in dims)},)"
-    inner = eval(compile(src, HEADER.name, "eval"), {"__builtins__": {}})  # noqa: S307 -- validated arithmetic only
-    return lambda values: inner(**{k: values[k] for k in names})
+    return f"({''.join(f'({ast.unparse(d)}), ' for d in dims)})"
+
+
+def _shapes_function(scalars: tuple[tuple[str, str], ...], sources: list[str]) -> Callable:
+    """One compiled function from the scalar arguments (positionally) to every array's shape: a call costs one
+    Python call. The expressions were checked by _shape_source; no builtins are reachable."""
+    params = ", ".join(name for name, _ in scalars)
+    src = f"lambda {params}: ({''.join(f'{s}, ' for s in sources)})"
+    return eval(compile(src, HEADER.name, "eval"), {"__builtins__": {}})  # noqa: S307 -- checked arithmetic only
 
 
 def read_interface(header: Path = HEADER) -> Interface:
@@ -182,9 +187,9 @@ def _parse_function(name: str, text: str) -> Function:
         shape_text = note.removesuffix("or NULL").strip()
         raw_arrays.append((pname, "mask" if kind == "unsigned char" else "real", not const, shape_text, optional))
     int_names = {n for n, kind in scalars if kind == "int"}
-    arrays = tuple(Array(n, kind, written, s, _shape_evaluator(s, int_names), opt)
-                   for n, kind, written, s, opt in raw_arrays)
-    return Function(name, tuple(scalars), arrays)
+    arrays = tuple(Array(n, kind, written, s, opt) for n, kind, written, s, opt in raw_arrays)
+    shapes = _shapes_function(tuple(scalars), [_shape_source(a.shape_text, int_names) for a in arrays])
+    return Function(name, tuple(scalars), arrays, shapes)
 
 
 # ---------------------------------------------------------------------------------------------------------------

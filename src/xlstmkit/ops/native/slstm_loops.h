@@ -41,28 +41,30 @@ static void FN(preactivation)(size_t B, int DH, const T *restrict g, const T *re
 }
 
 void FN(slstm_forward)(int S, int NH, int B, int DH, int exp_forget, const T *gx, const T *R,
-                       const unsigned char *mask, T *states, T *raws) {
+                       const unsigned char *mask, T *cn, T *m, T *h, T *raws) {
     const int G = 4 * DH;
-    const size_t plane = (size_t)NH * B * DH;              /* one of c, n, m, h at one time */
-    const size_t state_step = 4 * plane, gate_step = (size_t)NH * B * G;
+    const size_t plane = (size_t)NH * B * DH; /* one state at one time */
+    const size_t gate_step = (size_t)NH * B * G;
     for (int t = 0; t < S; ++t) {
-        const T *before = states + t * state_step;
-        T *after = states + (t + 1) * state_step;
+        const T *c0 = cn + 2 * t * plane, *n0 = c0 + plane, *m0 = m + t * plane, *h0 = h + t * plane;
+        T *c1 = cn + 2 * (t + 1) * plane, *n1 = c1 + plane, *m1 = m + (t + 1) * plane, *h1 = h + (t + 1) * plane;
         for (int nh = 0; nh < NH; ++nh) {
             const size_t r0 = (size_t)nh * B;
             T *raw0 = raws + t * gate_step + r0 * G;
             /* all B rows of the head at once: each row of R is read once per step and reused for every b */
-            FN(preactivation)((size_t)B, DH, gx + t * gate_step + r0 * G, before + 3 * plane + r0 * DH,
-                              R + (size_t)nh * DH * G, raw0);
+            FN(preactivation)((size_t)B, DH, gx + t * gate_step + r0 * G, h0 + r0 * DH, R + (size_t)nh * DH * G,
+                              raw0);
             for (int b = 0; b < B; ++b) {
                 const size_t s = (r0 + b) * DH;
-                if (mask && !mask[(size_t)t * B + b]) {  /* a pad: the whole state, h included, carries over */
-                    for (int k = 0; k < 4; ++k) FN(copy)(DH, before + k * plane + s, after + k * plane + s);
+                if (mask && !mask[(size_t)t * B + b]) { /* a pad: the whole state, h included, carries over */
+                    FN(copy)(DH, c0 + s, c1 + s);
+                    FN(copy)(DH, n0 + s, n1 + s);
+                    FN(copy)(DH, m0 + s, m1 + s);
+                    FN(copy)(DH, h0 + s, h1 + s);
                     continue;
                 }
-                FN(slstm_cells)(DH, exp_forget, raw0 + (size_t)b * G, before + s, before + plane + s,
-                                before + 2 * plane + s, after + s, after + plane + s, after + 2 * plane + s,
-                                after + 3 * plane + s);
+                FN(slstm_cells)(DH, exp_forget, raw0 + (size_t)b * G, c0 + s, n0 + s, m0 + s, c1 + s, n1 + s,
+                                m1 + s, h1 + s);
             }
         }
     }
@@ -108,13 +110,14 @@ XK_NOINLINE static void FN(slstm_cells_backward)(int DH, int exp_forget, const T
 }
 
 void FN(slstm_backward)(int S, int NH, int B, int DH, int exp_forget, const T *dH, const T *Rt,
-                        const unsigned char *mask, const T *raws, const T *states, T *dc, T *dn, T *dh_rec,
-                        T *dgx) {
+                        const unsigned char *mask, const T *raws, const T *cn, const T *m, const T *h, T *dc,
+                        T *dn, T *dh_rec, T *dgx) {
     const int G = 4 * DH;
     const size_t plane = (size_t)NH * B * DH;
-    const size_t state_step = 4 * plane, gate_step = (size_t)NH * B * G;
+    const size_t gate_step = (size_t)NH * B * G;
     for (int t = S - 1; t >= 0; --t) {
-        const T *before = states + t * state_step, *after = states + (t + 1) * state_step;
+        const T *c0 = cn + 2 * t * plane, *n0 = c0 + plane, *m0 = m + t * plane;
+        const T *c1 = cn + 2 * (t + 1) * plane, *n1 = c1 + plane, *m1 = m + (t + 1) * plane, *h1 = h + (t + 1) * plane;
         for (int nh = 0; nh < NH; ++nh) {
             const size_t r0 = (size_t)nh * B;
             T *dg0 = dgx + t * gate_step + r0 * G;
@@ -131,10 +134,9 @@ void FN(slstm_backward)(int S, int NH, int B, int DH, int exp_forget, const T *d
                     continue;
                 }
                 const T *dHr = dH ? dH + t * plane + s : NULL;
-                FN(slstm_cells_backward)(DH, exp_forget, raws + t * gate_step + row * G, before + s,
-                                         before + plane + s, before + 2 * plane + s, after + 2 * plane + s,
-                                         after + s, after + plane + s, after + 3 * plane + s, dHr, dhr, dc + s,
-                                         dn + s, dg0 + (size_t)b * G);
+                FN(slstm_cells_backward)(DH, exp_forget, raws + t * gate_step + row * G, c0 + s, n0 + s, m0 + s,
+                                         m1 + s, c1 + s, n1 + s, h1 + s, dHr, dhr, dc + s, dn + s,
+                                         dg0 + (size_t)b * G);
                 for (int d = 0; d < DH; ++d) dhr[d] = 0;
             }
             /* dh_rec (B, DH) += dg (B, G) @ Rt (G, DH), each row of Rt read once */

@@ -24,13 +24,16 @@
 int xlstmkit_native_abi(void);
 
 #define XLSTMKIT_DECLARE(T, SUF)                                                                               \
-    /* sLSTM, S steps forward (gate order i, f, z, o): fills states[1..S] and raws. states[t] holds (c, n, m, h) \
-     * of step t; states[0] is the initial state. Rows whose mask is 0 carry their state unchanged. */          \
+    /* sLSTM, S steps forward (gate order i, f, z, o): fills the states of steps 1..S and raws. cn[t] holds    \
+     * (c, n) after step t, m[t] and h[t] the stabiliser and output; index 0 is the initial state. Rows whose   \
+     * mask is 0 carry their state unchanged. */                                                                \
     void slstm_forward_##SUF(int S, int NH, int B, int DH, int exp_forget,                                     \
                              const T *gx /* (S, NH, B, 4*DH) */,                                              \
                              const T *R /* (NH, DH, 4*DH) */,                                                 \
                              const unsigned char *mask /* (S, B) or NULL */,                                   \
-                             T *states /* (S+1, 4, NH, B, DH) */,                                             \
+                             T *cn /* (S+1, 2, NH, B, DH) */,                                                 \
+                             T *m /* (S+1, NH, B, DH) */,                                                     \
+                             T *h /* (S+1, NH, B, DH) */,                                                     \
                              T *raws /* (S, NH, B, 4*DH) */);                                                 \
                                                                                                                \
     /* sLSTM backward through time: dc, dn, dh_rec are the carries (in: cotangents of the final c, n, h; out:   \
@@ -40,7 +43,9 @@ int xlstmkit_native_abi(void);
                               const T *Rt /* (NH, 4*DH, DH) */,                                               \
                               const unsigned char *mask /* (S, B) or NULL */,                                  \
                               const T *raws /* (S, NH, B, 4*DH) */,                                           \
-                              const T *states /* (S+1, 4, NH, B, DH) */,                                      \
+                              const T *cn /* (S+1, 2, NH, B, DH) */,                                          \
+                              const T *m /* (S+1, NH, B, DH) */,                                              \
+                              const T *h /* (S+1, NH, B, DH) */,                                              \
                               T *dc /* (NH, B, DH) */,                                                        \
                               T *dn /* (NH, B, DH) */,                                                        \
                               T *dh_rec /* (NH, B, DH) */,                                                    \

@@ -1,12 +1,13 @@
 """The sLSTM over a sequence, fast (docs/slstm.md): one autograd Function with a hand-written backward through time,
 its two time loops in C (ops/native) when the library is available, else as PyTorch ops written in place.
 
-Layout inside: gates gx (S, NH, B, 4 DH); all states in one buffer (S + 1, 4, NH, B, DH) holding (c, n, m, h) per
-step, step 0 the initial state, so that a step's recurrent matmul is one baddbmm straight into the gate layout and
-a padded step restores its whole state in one operation. Every state is saved; the backward first computes the
-pointwise derivatives of all steps at once (cell.cell_backward_factors), then runs only the carries (dc, dn, dh)
-and the recurrent matmul backwards in time. Both compute the function `slstm_reference` defines, and are tested
-against it.
+Layout inside: gates gx (S, NH, B, 4 DH); states of every step, index 0 the initial state, as cn (S + 1, 2, NH, B,
+DH) (c and n side by side: one multiply-add updates both), m and h (S + 1, NH, B, DH), so that a step's recurrent
+matmul is one baddbmm straight into the gate layout. (The outputs are views of h only, and the final state is
+copied out, so that the caller's tensors do not keep every step's c, n and m alive.) Every state is saved; the
+backward first computes the pointwise derivatives of all steps at once (cell.cell_backward_factors), then runs only
+the carries (dc, dn, dh) and the recurrent matmul backwards in time. Both compute the function `slstm_reference`
+defines, and are tested against it.
 """
 
 from __future__ import annotations
@@ -21,23 +22,23 @@ from .cell import SLSTMState, cell_backward_factors
 from .checks import check_inputs, prepare_state
 
 
-def _forward_loop(gx: Tensor, R: Tensor, states: Tensor, raws: Tensor, keep: Tensor | None,
+def _forward_loop(gx: Tensor, R: Tensor, cn: Tensor, m: Tensor, h: Tensor, raws: Tensor, keep: Tensor | None,
                   forget_gate: ForgetGate) -> None:
-    """The forward steps as PyTorch ops, filling states[1..S] and raws in place (no autograd here).
+    """The forward steps as PyTorch ops, filling the states of steps 1..S and raws in place (no autograd here).
 
     The step of cell.slstm_cell, rearranged for few operator calls (each costs microseconds, far more than its
     arithmetic here): the per-step views are made once, before the loop; i' and f' are computed in one buffer, c
-    and n (adjacent in the state buffer) in one multiply-add; the test for an empty state of step t + 1 is the one
-    that zeroes step t's h; no tensor is allocated per step but the forget gate's log."""
+    and n in one multiply-add; the test for an empty state of step t + 1 is the one that zeroes step t's h; no
+    tensor is allocated per step but the forget gate's log."""
     S, NH, B, G = gx.shape
     DH = G // 4
     fin = torch.finfo(gx.dtype)
     exps = torch.empty(2, NH, B, DH, dtype=gx.dtype)  # exponents, then gates: (i', f')
     ip, fp = exps.unbind(0)
     zs = torch.ones(2, NH, B, DH, dtype=gx.dtype)  # (tanh z~, 1): c and n get f' (c, n) + i' (tanh z~, 1)
-    empty = states[0, 1] == 0  # (NH, B, DH): the state before step t is empty (n = 0)
-    gxs, raw_s, step_s, cn_s = gx.unbind(0), raws.unbind(0), states.unbind(0), states[:, :2].unbind(0)
-    c_s, n_s, m_s, h_s = (states[:, k].unbind(0) for k in range(4))
+    empty = cn[0, 1] == 0  # (NH, B, DH): the state before step t is empty (n = 0)
+    gxs, raw_s, cn_s, m_s, h_s = gx.unbind(0), raws.unbind(0), cn.unbind(0), m.unbind(0), h.unbind(0)
+    c_s, n_s = cn[:, 0].unbind(0), cn[:, 1].unbind(0)
     i_s, f_s, z_s, o_s = (raws[..., k * DH:(k + 1) * DH].unbind(0) for k in range(4))
     for t in range(S):
         torch.baddbmm(gxs[t], h_s[t], R, out=raw_s[t])  # (NH, B, 4 DH)
@@ -53,11 +54,12 @@ def _forward_loop(gx: Tensor, R: Tensor, states: Tensor, raws: Tensor, keep: Ten
         torch.eq(n1, 0, out=empty)
         torch.sigmoid(o_s[t], out=h1).mul_(c_s[t + 1]).div_(n1).masked_fill_(empty, 0.0)
         if keep is not None:  # padding: the whole state carries over
-            torch.where(keep[t], step_s[t + 1], step_s[t], out=step_s[t + 1])
+            for x in (cn_s, m_s, h_s):
+                torch.where(keep[t], x[t + 1], x[t], out=x[t + 1])
             torch.eq(n1, 0, out=empty)
 
 
-def _backward_loop(dH: Tensor | None, R: Tensor, fac: dict[str, Tensor], states: Tensor, pad: Tensor | None,
+def _backward_loop(dH: Tensor | None, R: Tensor, fac: dict[str, Tensor], cn: Tensor, pad: Tensor | None,
                    dc: Tensor, dn: Tensor, dh_rec: Tensor, dgx: Tensor) -> Tensor:
     """The carries of the backward as PyTorch ops: dc, dn updated in place, dgx filled; returns dh_rec at t = 0.
     At a padded step the factors are those of the identity (cell factors 0, f' = 1) and h's cotangent passes on.
@@ -65,7 +67,7 @@ def _backward_loop(dH: Tensor | None, R: Tensor, fac: dict[str, Tensor], states:
     S, DH = dgx.shape[0], dgx.shape[-1] // 4
     Rt = R.transpose(1, 2)  # (NH, 4 DH, DH)
     f = {k: v.unbind(0) for k, v in fac.items()}
-    c_s, n_s = states[:, 0].unbind(0), states[:, 1].unbind(0)
+    c_s, n_s = cn[:, 0].unbind(0), cn[:, 1].unbind(0)
     dg_s = dgx.unbind(0)
     di_s, df_s, dz_s, do_s = (dgx[..., k * DH:(k + 1) * DH].unbind(0) for k in range(4))
     dH_s = None if dH is None else dH.unbind(0)
@@ -84,11 +86,11 @@ def _backward_loop(dH: Tensor | None, R: Tensor, fac: dict[str, Tensor], states:
     return dh_rec
 
 
-def _factors(raws: Tensor, states: Tensor, keep: Tensor | None, forget_gate: ForgetGate) -> dict[str, Tensor]:
+def _factors(raws: Tensor, cn: Tensor, m: Tensor, h: Tensor, keep: Tensor | None,
+             forget_gate: ForgetGate) -> dict[str, Tensor]:
     """cell_backward_factors for all steps, (S, NH, B, DH) each; at padded steps those of the identity."""
-    prev, new = states[:-1], states[1:]
-    fac = cell_backward_factors(*raws.chunk(4, dim=-1), prev[:, 0], prev[:, 1], prev[:, 2], new[:, 2], new[:, 0],
-                                new[:, 1], new[:, 3], forget_gate)
+    fac = cell_backward_factors(*raws.chunk(4, dim=-1), cn[:-1, 0], cn[:-1, 1], m[:-1], m[1:], cn[1:, 0], cn[1:, 1],
+                                h[1:], forget_gate)
     if keep is not None:
         fac = {k: torch.where(keep, v, 1.0 if k == "fp" else 0.0) for k, v in fac.items()}
     return fac
@@ -102,44 +104,46 @@ class _Sequence(torch.autograd.Function):
     def forward(ctx, gx, R, c0, n0, m0, h0, mask, forget_gate):
         S, NH, B, G = gx.shape
         gx, R = gx.contiguous(), R.contiguous()
-        states = torch.empty(S + 1, 4, NH, B, G // 4, dtype=gx.dtype, device=gx.device)
-        states[0] = torch.stack([c0, n0, m0, h0])
+        new = dict(dtype=gx.dtype, device=gx.device)
+        cn = torch.empty(S + 1, 2, NH, B, G // 4, **new)
+        m, h = torch.empty(S + 1, NH, B, G // 4, **new), torch.empty(S + 1, NH, B, G // 4, **new)
+        cn[0, 0], cn[0, 1], m[0], h[0] = c0, n0, m0, h0
         raws = torch.empty_like(gx)  # (S, NH, B, 4 DH): the total pre-activations, for the backward
         lib = native.usable(gx, R)
         if lib is not None:
             native.call(lib, "slstm_forward", gx.dtype, (S, NH, B, G // 4, forget_gate == "exp"),
-                        (gx, R, mask, states, raws))
+                        (gx, R, mask, cn, m, h, raws))
         else:
-            keep = None if mask is None else mask.view(S, 1, 1, B, 1)
-            _forward_loop(gx, R, states, raws, keep, forget_gate)
+            keep = None if mask is None else mask.view(S, 1, B, 1)
+            _forward_loop(gx, R, cn, m, h, raws, keep, forget_gate)
         ctx.forget_gate = forget_gate
-        ctx.save_for_backward(R, raws, states, mask)
-        outputs = states[1:, 3], states[S, 0], states[S, 1], states[S, 2], states[S, 3]
-        ctx.mark_non_differentiable(outputs[3])  # the stabiliser m
-        return outputs
+        ctx.save_for_backward(R, raws, cn, m, h, mask)
+        m_last = m[S].clone()
+        ctx.mark_non_differentiable(m_last)  # the stabiliser
+        return h[1:], cn[S, 0].clone(), cn[S, 1].clone(), m_last, h[S].clone()
 
     @staticmethod
     @autocast_off
     def backward(ctx, dH, dc_T, dn_T, _dm_T, dh_T):
-        R, raws, states, mask = ctx.saved_tensors
+        R, raws, cn, m, h, mask = ctx.saved_tensors
         S, NH, B, G = raws.shape
         # the carries dc, dn, dh are our own buffers, updated in place; each step's gate gradients are written
         # straight into their slot of dgx
-        dc, dn, dh_rec = (torch.zeros_like(states[0, 0]) if g is None else g.clone(memory_format=torch.contiguous_format)
+        dc, dn, dh_rec = (torch.zeros_like(h[0]) if g is None else g.clone(memory_format=torch.contiguous_format)
                           for g in (dc_T, dn_T, dh_T))
         dH = None if dH is None else dH.contiguous()
         dgx = torch.empty_like(raws)
         lib = native.usable(raws, R)
         if lib is not None:  # the whole backward loop in C, gate values recomputed per step
             native.call(lib, "slstm_backward", raws.dtype, (S, NH, B, G // 4, ctx.forget_gate == "exp"),
-                        (dH, R.transpose(1, 2).contiguous(), mask, raws, states, dc, dn, dh_rec, dgx))
+                        (dH, R.transpose(1, 2).contiguous(), mask, raws, cn, m, h, dc, dn, dh_rec, dgx))
         else:
             keep = None if mask is None else mask.view(S, 1, B, 1)
             pad = None if mask is None else (~keep).to(raws.dtype)
-            dh_rec = _backward_loop(dH, R, _factors(raws, states, keep, ctx.forget_gate), states, pad, dc, dn,
+            dh_rec = _backward_loop(dH, R, _factors(raws, cn, m, h, keep, ctx.forget_gate), cn, pad, dc, dn,
                                     dh_rec, dgx)
         DH = G // 4
-        h_prev = states[:-1, 3].permute(1, 3, 0, 2).reshape(NH, DH, S * B)
+        h_prev = h[:-1].permute(1, 3, 0, 2).reshape(NH, DH, S * B)
         dR = torch.bmm(h_prev, dgx.permute(1, 0, 2, 3).reshape(NH, S * B, G))
         return dgx, dR, dc, dn, None, dh_rec, None, None
 
