@@ -283,7 +283,9 @@ def _step_args(B=2, NH=2, DH=4, dtype=F32):
 
 
 CALL_FAULTS = [
-    ("one tensor too few", lambda ints, ts: (ints, ts[:-1]), r"expected 4 scalars and 12 tensors"),
+    ("one tensor too few", lambda ints, ts: (ints, ts[:-1]), r"expected 12 tensors \(gates, R, mask, c0, "),
+    ("one scalar too few", lambda ints, ts: (ints[:-1], ts), r"expected 4 scalars \(NH, B, DH, exp_forget\)"),
+    ("negative size", lambda ints, ts: ((-2, *ints[1:]), ts), r"out of range"),
     ("wrong dtype", lambda ints, ts: (ints, [ts[0].double(), *ts[1:]]), r"gates must have dtype torch.float32"),
     ("state of other heads", lambda ints, ts: (ints, [*ts[:3], torch.zeros(2, 4, 2), *ts[4:]]),
      r"c0 must have shape \(2, 2, 4\) \(B, NH, DH\), got \(2, 4, 2\)"),
