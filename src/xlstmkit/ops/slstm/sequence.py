@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import native
-from ..gates import ForgetGate, autocast_off, log_forget, state_dtype
+from ..gates import ForgetGate, autocast_off, state_dtype
 from .cell import SLSTMState, cell_backward_factors
 from .checks import check_inputs, prepare_state
 
@@ -43,6 +43,7 @@ def _forward_loop(gx: Tensor, R: Tensor, cn: Tensor, m: Tensor, h: Tensor, raws:
     for t in range(S):
         torch.baddbmm(gxs[t], h_s[t], R, out=raw_s[t])  # (NH, B, 4 DH)
         i, m1, h1, n1 = i_s[t], m_s[t + 1], h_s[t + 1], n_s[t + 1]
+        # log f + m_{t-1} (gates.log_forget, written to allocate one tensor)
         lm = F.logsigmoid(f_s[t]).add_(m_s[t]) if forget_gate == "sigmoid" else torch.add(f_s[t], m_s[t])
         torch.maximum(lm, i, out=m1)
         torch.where(empty, i, m1, out=m1).clamp_(fin.min, fin.max)
