@@ -55,7 +55,7 @@ def prepare_state(state, B: int, NH: int, DH: int, dtype: torch.dtype, device: t
                              "(a state from a model with other sizes?)")
         if t.device != device:
             raise ValueError(f"state {name} is on {t.device}, gates on {device}")
-    c, n, m, h = (t.to(dtype) for t in state)
+    c, n, m, h = (t if t.dtype == dtype else t.to(dtype) for t in state)
     return SLSTMState(c, n, m.detach(), h)  # the stabiliser carries no gradient
 
 

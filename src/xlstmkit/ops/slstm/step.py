@@ -78,8 +78,9 @@ def slstm_step(
     dt = state_dtype(gates.dtype)
     B, NH, _, DH = gates.shape
     st = prepare_state(state, B, NH, DH, dt, gates.device)
-    h, new = _slstm_step_unchecked(gates.to(dt), R.to(dt), st, forget_gate, mask)
-    return h.to(gates.dtype), new
+    h, new = _slstm_step_unchecked(gates if gates.dtype == dt else gates.to(dt), R if R.dtype == dt else R.to(dt), st,
+                                   forget_gate, mask)
+    return (h if h.dtype == gates.dtype else h.to(gates.dtype)), new
 
 
 __all__ = ["slstm_step"]
