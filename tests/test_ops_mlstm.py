@@ -533,15 +533,6 @@ def test_unchecked_step_equals_checked_step(use_native, dtype):
     assert st_a.m[0, 1].item() == float("inf")
 
 
-def test_step_check_argument_is_ignored_with_a_deprecation_warning():
-    """`check=` no longer changes what mlstm_step requires: it still validates (the unchecked path is private)."""
-    x = make_mlstm_inputs(1, 2, 1, 4, 5)
-    q, k, v, i, f = (t[:, :, 0] for t in x)
-    with pytest.warns(DeprecationWarning, match="check"):
-        with pytest.raises(ValueError, match=r"initial_state C must have shape"):
-            mlstm_step(q, k, v, i, f, zero_state(1, 2, 4, 4, dtype=F64), check=False)
-
-
 STEP_WITH_WRONG_STATE = """
 import torch
 from xlstmkit.ops import native

@@ -520,18 +520,17 @@ def test_bad_input_rejected(mutate, exc, match, fn):
 
 
 def test_step_bad_input_always_checked():
-    """slstm_step always validates, whatever `check` says (kept only for callers of the earlier signature)."""
+    """slstm_step always validates its inputs (the unchecked core is private, for layers that validated once)."""
     gates, R = make_slstm_inputs(2, 1, 2, 4)
     slstm_step(gates[:, 0], R, _state())
-    for check in (True, False):
-        with pytest.raises(ValueError, match=r"gates must have shape"):
-            slstm_step(gates, R, check=check)  # sequence-shaped gates into the step
-        with pytest.raises(ValueError, match=r"\bR must have shape"):
-            slstm_step(gates[:, 0], R[..., :-1], check=check)
-        with pytest.raises(ValueError, match=r"state n must have shape"):
-            s = _state()
-            slstm_step(gates[:, 0], R, (s[0], s[1][:, :1], s[2], s[3]), check=check)
-        with pytest.raises(ValueError, match=r"forget_gate"):
-            slstm_step(gates[:, 0], R, forget_gate="hard", check=check)
-        with pytest.raises(ValueError, match=r"mask must have shape \(B,\)"):
-            slstm_step(gates[:, 0], R, mask=torch.ones(2, 1, dtype=torch.bool), check=check)
+    with pytest.raises(ValueError, match=r"gates must have shape"):
+        slstm_step(gates, R)  # sequence-shaped gates into the step
+    with pytest.raises(ValueError, match=r"\bR must have shape"):
+        slstm_step(gates[:, 0], R[..., :-1])
+    with pytest.raises(ValueError, match=r"state n must have shape"):
+        s = _state()
+        slstm_step(gates[:, 0], R, (s[0], s[1][:, :1], s[2], s[3]))
+    with pytest.raises(ValueError, match=r"forget_gate"):
+        slstm_step(gates[:, 0], R, forget_gate="hard")
+    with pytest.raises(ValueError, match=r"mask must have shape \(B,\)"):
+        slstm_step(gates[:, 0], R, mask=torch.ones(2, 1, dtype=torch.bool))

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..config import xLSTMConfig
 from ..ops.gates import state_dtype
-from ..ops.mlstm import MLSTMState, mlstm, mlstm_step, zero_state
+from ..ops.mlstm import MLSTMState, _mlstm_step_unchecked, mlstm, mlstm_step, zero_state
 from .conv import CausalConv1d
 from .init import small_init_, wang_init_
 from .linear import HeadwiseLinear, headwise_linear_shared, headwise_linear_stack
@@ -215,8 +215,9 @@ class MLSTMLayer(nn.Module):
         qkv3 = headwise_linear_stack([x_c, x_c, x_in], [self.q_proj, self.k_proj, self.v_proj])  # (3, B, inner)
         q, k, v = qkv3.unbind(0)
         qkv = qkv3.view(B, 3 * inner) if B == 1 else qkv3.transpose(0, 1).reshape(B, 3 * inner)
-        h, cell = mlstm_step(q.view(B, NH, DH), k.view(B, NH, DH), v.view(B, NH, DH), self.igate(qkv),
-                             self.fgate(qkv), state.cell, eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
+        # the model validated the state once (check_state): the unchecked core skips the per-token checks
+        h, cell = _mlstm_step_unchecked(q.view(B, NH, DH), k.view(B, NH, DH), v.view(B, NH, DH), self.igate(qkv),
+                                        self.fgate(qkv), state.cell, eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
         hn = F.group_norm(h.reshape(B, inner), NH, 1.0 + self.outnorm.weight, None, self.outnorm.eps)
         y = self.proj_down(torch.addcmul(hn, self.learnable_skip, x_c) * F.silu(z))  # (B, E)
         return (self.dropout(y) if self.training else y), MLSTMBlockState(conv_state, cell)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..config import xLSTMConfig
 from ..ops.gates import state_dtype
-from ..ops.slstm import SLSTMState, slstm_sequence, slstm_step, slstm_zero_state
+from ..ops.slstm import SLSTMState, _slstm_step_unchecked, slstm_sequence, slstm_step, slstm_zero_state
 from .conv import CausalConv1d
 from .ffn import GatedFFN
 from .init import powerlaw_forget_bias, small_init_, wang_init_
@@ -156,7 +156,8 @@ class SLSTMLayer(nn.Module):
         w, b = self._fused_gates()
         inp = torch.cat([x_c.view(B, NH, DH), x.view(B, NH, DH)], dim=-1).transpose(0, 1)  # (NH, B, 2 DH)
         gates = torch.baddbmm(b, inp, w).transpose(0, 1).view(B, NH, 4, DH)
-        h, cell = slstm_step(gates, self.recurrent, state.cell, forget_gate=self.cfg.forget_gate)
+        # the model validated the state once (check_state): the unchecked core skips the per-token checks
+        h, cell = _slstm_step_unchecked(gates, self.recurrent, state.cell, self.cfg.forget_gate)
         return self.outnorm(self.dropout(h) if self.training else h), SLSTMBlockState(conv_state, cell)
 
 

@@ -12,7 +12,6 @@ One step, in stabilised coordinates (inputs prepared as in common.prepare: k sca
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from torch import Tensor
@@ -111,16 +110,11 @@ def mlstm_step(
     eps: float = 1e-6,
     forget_gate: ForgetGate = "sigmoid",
     mask: Tensor | None = None,
-    check: bool | None = None,
 ) -> tuple[Tensor, MLSTMState]:
     """One time step. q, k (B, NH, DQK); v (B, NH, DV); i, f (B, NH); state (C, n, m) or None (the empty state);
     mask (B,) bool, False = a padded step that leaves the state unchanged. Returns h (B, NH, DV) in v's dtype and
-    the new state. Always validates shapes, dtypes and devices (cheap; no look at values); `check` is accepted
-    for compatibility only and ignored (callers that validated once call `_mlstm_step_unchecked`)."""
-    if check is not None:
-        warnings.warn("mlstm_step(check=...) is ignored and will be removed: mlstm_step always validates; call "
-                      "xlstmkit.ops.mlstm._mlstm_step_unchecked after validating once", DeprecationWarning,
-                      stacklevel=2)
+    the new state. Always validates shapes, dtypes and devices (cheap; no look at values); callers that validated
+    once (the layers' decode path) call the private `_mlstm_step_unchecked`."""
     check_inputs(q, k, v, i, f, step=True)
     check_forget_gate(forget_gate)
     check_eps(eps)

@@ -64,16 +64,14 @@ def slstm_step(
     *,
     forget_gate: ForgetGate = "sigmoid",
     mask: Tensor | None = None,
-    check: bool | None = None,
 ) -> tuple[Tensor, SLSTMState]:
     """One step of the recurrence that `slstm_reference` defines. gates (B, NH, 4, DH): input pre-activations
     (bias included), gate order i, f, z, o; R (NH, DH, 4 DH); state (c, n, m, h) each (B, NH, DH), zeros if None;
     mask (B,) bool (False: that row's state carries over and its output is the carried h). Returns h (B, NH, DH)
     in the dtype of gates and the new state (float32, or float64 for float64 gates).
 
-    The inputs are always checked (shapes and dtypes, never values). `check` is accepted for callers written
-    against the earlier signature and ignored; layers that validate once call `_slstm_step_unchecked`."""
-    del check
+    The inputs are always checked (shapes and dtypes, never values); layers that validate once call
+    `_slstm_step_unchecked`."""
     check_inputs(gates, R, mask, step=True, forget_gate=forget_gate)
     dt = state_dtype(gates.dtype)
     B, NH, _, DH = gates.shape
