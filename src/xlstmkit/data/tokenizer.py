@@ -263,10 +263,12 @@ def _special_token_texts(tokenizer: Tokenizer, ids: dict[str, int | None]) -> di
 
 
 def save_hf_tokenizer(tokenizer: Tokenizer, folder: str | Path, *, bos_token_id: int | None = None,
-                      eos_token_id: int | None = None, pad_token_id: int | None = None) -> None:
+                      eos_token_id: int | None = None, pad_token_id: int | None = None,
+                      extra_config: dict | None = None) -> dict:
     """Write `tokenizer.json` and `tokenizer_config.json` into `folder` (atomically), the files
     `transformers.AutoTokenizer.from_pretrained(folder)` loads as a fast tokenizer giving the same ids as
-    `tokenizer`. Token ids given for bos/eos/pad are declared when they are special tokens of the tokenizer."""
+    `tokenizer`. Token ids given for bos/eos/pad are declared when they are special tokens of the tokenizer;
+    `extra_config` adds entries to tokenizer_config.json. Returns that config."""
     import json
 
     from ..train.checkpoint import atomic_write_bytes  # local: keep this module free of train imports at load
@@ -281,9 +283,10 @@ def save_hf_tokenizer(tokenizer: Tokenizer, folder: str | Path, *, bos_token_id:
                         f"ByteTokenizer, BPETokenizer or HFTokenizer")
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
               **_special_token_texts(tokenizer, {"bos_token": bos_token_id, "eos_token": eos_token_id,
-                                                 "pad_token": pad_token_id})}
+                                                 "pad_token": pad_token_id}), **(extra_config or {})}
     atomic_write_bytes(folder / TOKENIZER_FILE, text.encode("utf-8"))
     atomic_write_bytes(folder / TOKENIZER_CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+    return config
 
 
 def load_tokenizer(kind: str, run_dir: str | Path | None = None) -> Tokenizer:

@@ -10,7 +10,9 @@ safetensors. The folder is the one `xLSTMKitForCausalLM.save_pretrained` writes,
                                 embedding, like transformers does)
     configuration_xlstmkit.py   two one-line modules that import xlstmkit's transformers classes from the installed
     modeling_xlstmkit.py        package (the targets of auto_map; see below)
-    tokenizer.json, tokenizer_config.json   when a tokenizer is given (`xlstmkit.data.tokenizer.save_hf_tokenizer`)
+    tokenizer.json, tokenizer_config.json   when a tokenizer is given (`xlstmkit.data.tokenizer.save_hf_tokenizer`),
+    tokenization_xlstmkit.py    with, for tokenizers without special tokens, the BOS/EOS stand-ins of
+                                `xlstmkit.interop.hf_tokenizer` (used with trust_remote_code=True)
 
 Why the two small modules: `import xlstmkit` registers model_type "xlstmkit" with transformers' Auto classes, but
 programs that never import xlstmkit (lm-evaluation-harness's CLI, `transformers` scripts, other people's code) only
@@ -45,6 +47,11 @@ REMOTE_CODE = {
     "modeling_xlstmkit.py": ('"""Loads xlstmkit\'s transformers model from the installed package '
                              '(pip install \'xlstmkit[hf]\')."""\n\n'
                              "from xlstmkit.interop.transformers import xLSTMKitForCausalLM  # noqa: F401\n"),
+}
+TOKENIZER_CODE = {
+    "tokenization_xlstmkit.py": ('"""Loads xlstmkit\'s tokenizer class from the installed package '
+                                '(pip install \'xlstmkit[hf]\')."""\n\n'
+                                "from xlstmkit.interop.hf_tokenizer import xLSTMKitTokenizerFast  # noqa: F401\n"),
 }
 AUTO_MAP = {"AutoConfig": "configuration_xlstmkit.xLSTMKitConfig",
             "AutoModelForCausalLM": "modeling_xlstmkit.xLSTMKitForCausalLM"}
@@ -116,15 +123,30 @@ def write_remote_code(path: str | os.PathLike) -> None:
 
 def save_tokenizer(tokenizer, path: str | os.PathLike, ids: dict[str, int | None]) -> None:
     """An xlstmkit tokenizer (`xlstmkit.data.tokenizer`), the string "bytes", or a transformers tokenizer (anything
-    with `save_pretrained`), written into the folder for `AutoTokenizer.from_pretrained`."""
-    from ..data.tokenizer import ByteTokenizer, save_hf_tokenizer
+    with `save_pretrained`), written into the folder for `AutoTokenizer.from_pretrained`.
 
-    if tokenizer == "bytes":
+    An xlstmkit tokenizer without special tokens for bos and eos also gets `text_start_token_id` (the newline's id)
+    and `text_end_token_id` (the NUL byte's) and an `auto_map` to `xLSTMKitTokenizerFast`, which reports them as
+    BOS/EOS ids to tools that need them (lm-evaluation-harness) when the folder's code is trusted; see
+    `xlstmkit.interop.hf_tokenizer`."""
+    from ..data.tokenizer import ByteTokenizer, save_hf_tokenizer
+    from ..train.checkpoint import atomic_write_bytes
+
+    if isinstance(tokenizer, str) and tokenizer == "bytes":
         tokenizer = ByteTokenizer()
     if hasattr(tokenizer, "save_pretrained"):
         tokenizer.save_pretrained(str(path))
-    else:
-        save_hf_tokenizer(tokenizer, path, **ids)
+        return
+    config = save_hf_tokenizer(tokenizer, path, **ids)
+    if "bos_token" in config or "eos_token" in config:
+        return
+    single = {text: tokenizer.encode(text) for text in ("\n", "\x00")}
+    extra = {"text_start_token_id": single["\n"][0] if len(single["\n"]) == 1 else None,
+             "text_end_token_id": single["\x00"][0] if len(single["\x00"]) == 1 else None,
+             "auto_map": {"AutoTokenizer": [None, "tokenization_xlstmkit.xLSTMKitTokenizerFast"]}}
+    save_hf_tokenizer(tokenizer, path, **ids, extra_config=extra)
+    for name, text in TOKENIZER_CODE.items():
+        atomic_write_bytes(Path(path) / name, text.encode("utf-8"))
 
 
 def state_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -250,4 +272,4 @@ def retie(model: nn.Module) -> None:
 
 __all__ = ["save", "load", "family_config", "FAMILIES", "read_config", "is_xlstmkit_folder", "config_dict", "write_remote_code", "save_tokenizer",
            "state_to_save", "special_token_ids", "family_of", "retie", "MODEL_TYPE", "ARCHITECTURE", "AUTO_MAP",
-           "REMOTE_CODE", "CONFIG_NAME", "WEIGHTS_NAME", "PREFIX"]
+           "REMOTE_CODE", "TOKENIZER_CODE", "CONFIG_NAME", "WEIGHTS_NAME", "PREFIX"]
