@@ -13,9 +13,13 @@ milliseconds (see `autoregister`).
 
 from __future__ import annotations
 
-from typing import Any
-
-from transformers.configuration_utils import PretrainedConfig
+try:
+    from transformers.configuration_utils import PretrainedConfig
+except ModuleNotFoundError as err:  # the same one line as xlstmkit.extras.require gives
+    if (err.name or "").split(".")[0] != "transformers":
+        raise
+    raise ImportError("xlstmkit's transformers models need 'transformers', which is not installed: "
+                      "pip install 'xlstmkit[hf]'") from None
 
 from .pretrained import FAMILIES, MODEL_TYPE, family_config
 

@@ -250,9 +250,7 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
                     problems.append(f"{name} has shape {tuple(t.shape)}, the config implies {expected[name]}")
                     continue
                 state[name[len(PREFIX):]] = t if dtype is None else t.to(dtype)
-    except (OSError, ValueError, RuntimeError, KeyError, MemoryError) as exc:
-        raise ValueError(f"{file} is not a readable safetensors file ({_one_line(exc)})") from None
-    except Exception as exc:  # safetensors' own SafetensorError and friends
+    except Exception as exc:  # noqa: BLE001 - OSError, safetensors' SafetensorError, MemoryError, ...: the file's fault
         raise ValueError(f"{file} is not a readable safetensors file ({_one_line(exc)})") from None
     problems = [p for p in problems if p]
     if problems:

@@ -35,17 +35,17 @@ replaced, and runs such layers (and the whole one-token step) on the plain equat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-from transformers.generation import GenerationMixin
-from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.modeling_utils import PreTrainedModel
 
 from . import pretrained
-from .hf_config import MODEL_TYPE, xLSTMKitConfig
+from .hf_config import MODEL_TYPE, xLSTMKitConfig  # first: a one-line ImportError when transformers is missing
+
+from transformers.generation import GenerationMixin  # noqa: E402, I001
+from transformers.modeling_outputs import CausalLMOutputWithPast  # noqa: E402
+from transformers.modeling_utils import PreTrainedModel  # noqa: E402
 
 
 def map_state(fn: Callable[[Tensor], Tensor], state: Any) -> Any:
@@ -256,11 +256,6 @@ class xLSTMKitForCausalLM(PreTrainedModel, GenerationMixin):
         return None if bool(mask.all()) else mask
 
 
-def reorder_state(state: Sequence, beam_idx: Tensor):
-    """A state with its rows taken from beam_idx (the reordering beam search applies)."""
-    return map_state(lambda t: t.index_select(0, beam_idx.to(t.device)), state)
-
-
 def register() -> None:
     """Register with AutoConfig and AutoModelForCausalLM now (`import xlstmkit` arranges this lazily: see
     `xlstmkit.interop.autoregister`)."""
@@ -270,4 +265,4 @@ def register() -> None:
     AutoModelForCausalLM.register(xLSTMKitConfig, xLSTMKitForCausalLM, exist_ok=True)
 
 
-__all__ = ["xLSTMKitConfig", "xLSTMKitForCausalLM", "xLSTMKitCache", "map_state", "reorder_state", "register"]
+__all__ = ["xLSTMKitConfig", "xLSTMKitForCausalLM", "xLSTMKitCache", "map_state", "register"]
