@@ -350,3 +350,76 @@ def test_tokenizer_json_is_loaded_with_tokenizers(tmp_path):
     tok.save(str(tmp_path / "tokenizer.json"))
     assert hf.has_tokenizer(tmp_path)
     assert hf.load_tokenizer(tmp_path).encode("hello world again").ids == [1, 2, 0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# damaged files, special tokens
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.suffix in (".json", ".safetensors") and f.name != "reference.safetensors":
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def _safetensors_with_header(path: Path, header: object, data: bytes = b"\0" * 16) -> None:
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+
+
+def test_damaged_files_are_value_errors_naming_the_file(tmp_path, reference):
+    """What used to escape as JSONDecodeError, KeyError, TypeError, AttributeError or MemoryError is a ValueError
+    naming the file: one line for a file that cannot be parsed, a listed problem for a damaged entry."""
+    good = reference["h64"]
+
+    def case(name: str, edit) -> str:
+        folder = _copy(good, tmp_path / name)
+        edit(folder)
+        with pytest.raises(ValueError) as info:
+            hf.load(folder)
+        return str(info.value)
+
+    msg = case("json", lambda d: (d / "config.json").write_text("{not json"))
+    assert "config.json is damaged" in msg and "\n" not in msg
+    msg = case("gen", lambda d: (d / "generation_config.json").write_text("[1, 2"))
+    assert "generation_config.json is damaged" in msg and "\n" not in msg
+    cfg = json.loads((good / "config.json").read_text())
+    msg = case("alias", lambda d: (d / "config.json").write_text(json.dumps({**cfg, "hidden_size": [64]})))
+    assert "aliases must agree" in msg or "config is invalid" in msg
+    msg = case("types", lambda d: (d / "config.json").write_text(json.dumps({**cfg, "vocab_size": "many"})))
+    assert "config is invalid" in msg
+    index = {"weight_map": {"lm_head.weight": "../elsewhere.safetensors"}}
+    msg = case("index", lambda d: (d / hf.INDEX_NAME).write_text(json.dumps(index)))
+    assert hf.INDEX_NAME in msg and "file name in the folder" in msg
+    msg = case("index-json", lambda d: (d / hf.INDEX_NAME).write_text("{"))
+    assert f"{hf.INDEX_NAME} is damaged" in msg and "\n" not in msg
+    for name, header in {"list": [1, 2], "shape": {"x": {"dtype": "F32", "shape": "ab", "data_offsets": [0, 4]}},
+                         "offsets": {"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 4000]}},
+                         "size": {"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}},
+                         "entry": {"x": "F32"}}.items():
+        msg = case(f"st-{name}", lambda d, h=header: _safetensors_with_header(d / "model.safetensors", h))
+        assert "model.safetensors" in msg, name
+    msg = case("huge", lambda d: (d / "model.safetensors").write_bytes((1 << 40).to_bytes(8, "little") + b"{}"))
+    assert "bad header length" in msg  # no attempt to read a terabyte
+
+
+def test_generation_stops_at_the_checkpoints_eos_by_default(tmp_path, reference):
+    """As transformers does: generate ends a row at eos_token_id (generation_config.json wins over config.json) and
+    fills it with pad_token_id; stop_tokens=None turns that off, a list replaces it."""
+    folder = _copy(reference["h96"], tmp_path / "m")
+    prompt = torch.randint(0, 99, (1, 5), generator=torch.Generator().manual_seed(0))
+    free = hf.load(folder).generate(prompt, 8)[0, 5:].tolist()  # its config has eos_token_id None
+    k = next(i for i in range(1, 8) if free[i] not in free[:i])  # a token that first appears at step k
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [free[k]], "pad_token_id": 0}))
+    model = hf.load(folder)
+    assert model.config.eos_token_id == free[k] and model.config.pad_token_id == 0
+    assert model.generate(prompt, 8)[0, 5:].tolist() == free[:k + 1]
+    assert model.generate(prompt, 8, stop_tokens=None)[0, 5:].tolist() == free
+    assert model.generate(prompt, 8, stop_tokens=[free[0]])[0, 5:].tolist() == free[:1]
+    other = torch.randint(0, 99, (1, 5), generator=torch.Generator().manual_seed(1))
+    batch = model.generate(torch.cat([prompt, other]), 8)
+    assert batch[0, 5:].tolist() == free[:k + 1] + [0] * (batch.shape[1] - 6 - k)  # the stopped row is padded
+    with pytest.raises(ValueError, match="stop_tokens must be"):
+        model.generate(prompt, 2, stop_tokens="end")

@@ -1,9 +1,14 @@
 """xlstmkit: xLSTM (sLSTM and mLSTM) for PyTorch."""
 
 from .config import xLSTMConfig
+from .interop import autoregister as _autoregister
 from .models.xlstm_lm import xLSTMLM
 
 __version__ = "0.1.0"
+
+# transformers' AutoConfig / AutoModelForCausalLM learn model_type "xlstmkit" when transformers loads them (not now:
+# that would import transformers; see xlstmkit/interop/autoregister.py)
+_autoregister.install()
 
 
 def __getattr__(name: str):

@@ -23,6 +23,7 @@ COMMANDS = {
              "library's source); --resume, --init-from to fine-tune",
     "eval": "evaluate a run or a Hugging Face xLSTM folder: loss, bits per byte, perplexity, length extrapolation",
     "generate": "sample text from a trained run or a Hugging Face xLSTM folder",
+    "export": "write a run's model as a Hugging Face folder (transformers, pipeline, lm-eval) with its tokenizer",
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
     "bench": "time xlstmkit on this machine",
     "demo": "build a small model, run it and generate (no data, no training)",

@@ -3,7 +3,9 @@
     runs/<name>/
       .lock                 the run's lock (see `RunLock`): one writer at a time; holds the writer's pid and host
       config.json           run config (model + training), tokenizer kind and vocabulary size, corpus description
-      tokenizer.json        the tokenizer (BPE runs and fine-tuned runs only)
+      tokenizer.json        the tokenizer, with tokenizer_config.json: the files `transformers.AutoTokenizer` loads
+                            (byte runs get a byte-level tokenizer.json whose ids are the bytes; xlstmkit itself reads
+                            the tokenizer kind from config.json)
       unigram.safetensors   token counts of the training text (the unigram baseline)
       model.safetensors     the final weights (written at the end of training)
       checkpoints/step_*/   resumable checkpoints (see `xlstmkit.train.checkpoint`)
@@ -13,8 +15,9 @@ Every file in it is replaced atomically (temporary file, fsync, rename), so a re
 kill at any moment leaves each file old or new. The lock file is the one exception: it is never replaced, because
 the lock lives on its inode.
 
-A model can also be read from a Hugging Face xLSTM folder (config.json with `model_type`, safetensors weights,
-tokenizer.json): `load_model` accepts both kinds.
+A model can also be read from a Hugging Face folder (config.json with `model_type`, safetensors weights,
+tokenizer.json): transformers' xLSTM layout (model_type "xlstm", e.g. NX-AI/xLSTM-7b) or xlstmkit's own (model_type
+"xlstmkit", written by `xlstmkit export` and `save_pretrained`); `load_model` accepts all of them.
 """
 
 from __future__ import annotations
@@ -294,11 +297,14 @@ def load_run_weights(run_dir: Path, model: nn.Module, warn: Warn | None = None) 
 
 
 def load_hf_model(path: str | Path, dtype: torch.dtype | None = None, mmap: bool = True) -> nn.Module:
-    """`xlstmkit.interop.hf.load` with every failure (malformed JSON, a damaged or hostile safetensors header, a
-    config that disagrees with the weights) as one ValueError line naming the folder."""
-    from .interop import hf
+    """`xlstmkit.interop.hf.load` (transformers' xLSTM layout) or `xlstmkit.interop.pretrained.load` (an xlstmkit
+    folder), with every failure (malformed JSON, a damaged or hostile safetensors header, a config that disagrees
+    with the weights) as one ValueError line naming the folder."""
+    from .interop import hf, pretrained
 
     path = Path(path)
+    if pretrained.is_xlstmkit_folder(path):
+        return pretrained.load(path, dtype=dtype)  # its errors are one line naming the file already
     try:
         return hf.load(path, dtype=dtype, mmap=mmap)
     except FileNotFoundError:

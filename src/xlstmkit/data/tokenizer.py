@@ -8,6 +8,11 @@ Three kinds:
   folder's byte-level `tokenizer.json` (GPT-2 / GPT-NeoX style, e.g. xLSTM-7B's) is read as one too.
 - `HFTokenizer`: any other `tokenizer.json` (e.g. SentencePiece-style pieces); a token's bytes are the UTF-8 of its
   decoded text, so bits per byte are approximate for it.
+
+`save_hf_tokenizer(tokenizer, folder)` writes any of them as the files `transformers.AutoTokenizer.from_pretrained`
+reads (`tokenizer.json` + `tokenizer_config.json`), with the same token ids: run folders and exported model folders
+carry them. The byte tokenizer becomes a byte-level BPE without merges whose 256 pieces are the bytes, so its ids are
+the UTF-8 bytes; it is written as plain JSON, without the `tokenizers` package.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Iterable, Iterator, Protocol
 import torch
 
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 TOKENIZER_KINDS = ("bytes", "bpe", "hf")
 _SAFE_CUT = re.compile(r"\n(?=\S)")
 
@@ -81,7 +87,8 @@ class ByteTokenizer:
         return bytes([int(token_id)])
 
     def save(self, run_dir: str | Path) -> None:
-        """Nothing to save: the byte tokenizer is fully described by its kind in config.json."""
+        """Nothing to save: the byte tokenizer is fully described by its kind in config.json (`save_hf_tokenizer`
+        writes it for Hugging Face's loaders)."""
 
     @classmethod
     def load(cls, run_dir: str | Path | None = None) -> ByteTokenizer:
@@ -226,6 +233,60 @@ def load_hf_tokenizer(folder: str | Path) -> Tokenizer:
         return BPETokenizer(tok)
     except ValueError:
         return HFTokenizer(tok)
+
+
+def byte_tokenizer_json() -> dict:
+    """The byte tokenizer in the `tokenizers` JSON format: a BPE model whose vocabulary is the 256 byte-level pieces
+    (GPT-2's printable stand-in for each byte), piece of byte b at id b, and no merges; ByteLevel pre-tokenizer
+    (without the word-splitting regex: with no merges it would change nothing) and decoder. Encoding therefore gives
+    the UTF-8 bytes of the text and decoding inverts it, exactly `ByteTokenizer`'s ids."""
+    alphabet = _byte_level_alphabet()
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+        "pre_tokenizer": byte_level, "post_processor": None, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {alphabet[b]: b for b in range(256)}, "merges": []},
+    }
+
+
+def _special_token_texts(tokenizer: Tokenizer, ids: dict[str, int | None]) -> dict[str, str]:
+    """{"eos_token": text, ...} for the given ids that are special (added) tokens of the tokenizer. Ids of ordinary
+    pieces are left out: declaring one special would make transformers match its text inside any input (a byte
+    piece such as "Ā" would then stop meaning the bytes of that character)."""
+    hf = getattr(tokenizer, "_tok", None)
+    if hf is None:  # the byte tokenizer has no special tokens
+        return {}
+    added = {i: t.content for i, t in hf.get_added_tokens_decoder().items()}
+    return {name: added[i] for name, i in ids.items() if isinstance(i, int) and i in added}
+
+
+def save_hf_tokenizer(tokenizer: Tokenizer, folder: str | Path, *, bos_token_id: int | None = None,
+                      eos_token_id: int | None = None, pad_token_id: int | None = None,
+                      extra_config: dict | None = None) -> dict:
+    """Write `tokenizer.json` and `tokenizer_config.json` into `folder` (atomically), the files
+    `transformers.AutoTokenizer.from_pretrained(folder)` loads as a fast tokenizer giving the same ids as
+    `tokenizer`. Token ids given for bos/eos/pad are declared when they are special tokens of the tokenizer;
+    `extra_config` adds entries to tokenizer_config.json. Returns that config."""
+    import json
+
+    from ..train.checkpoint import atomic_write_bytes  # local: keep this module free of train imports at load
+
+    folder = Path(folder)
+    if isinstance(tokenizer, ByteTokenizer):
+        text = json.dumps(byte_tokenizer_json(), ensure_ascii=False)
+    elif isinstance(tokenizer, (BPETokenizer, HFTokenizer)):
+        text = tokenizer._tok.to_str()
+    else:
+        raise TypeError(f"cannot write a {type(tokenizer).__name__} as a Hugging Face tokenizer: expected a "
+                        f"ByteTokenizer, BPETokenizer or HFTokenizer")
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+              **_special_token_texts(tokenizer, {"bos_token": bos_token_id, "eos_token": eos_token_id,
+                                                 "pad_token": pad_token_id}), **(extra_config or {})}
+    atomic_write_bytes(folder / TOKENIZER_FILE, text.encode("utf-8"))
+    atomic_write_bytes(folder / TOKENIZER_CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+    return config
 
 
 def load_tokenizer(kind: str, run_dir: str | Path | None = None) -> Tokenizer:

@@ -7,14 +7,19 @@ as shards listed in `model.safetensors.index.json`. `load` accepts three tensor 
     official       embedding.weight, backbone.blocks.{i}...            (NX-AI `xlstm.xlstm_large`)
     fused          ...mlstm_layer.qkv_opreact, ...mlstm_layer.ifgate_preact, ...ffn.proj_up_gate_z (weight_mode="fused")
 
+`generation_config.json`, when present, gives the special token ids (as in transformers, it wins over config.json),
+so a loaded model's `generate` stops at the checkpoint's `eos_token_id` by default.
+
 Loading allocates no second copy of the weights: the model is built on the meta device (no memory, no init), and
 every parameter is then assigned a tensor read from the memory-mapped safetensors file (zero-copy when no dtype cast
 is asked for; one tensor at a time otherwise). Before anything is read, the folder is checked completely and every
 problem (missing, unexpected or wrongly shaped tensors, a config that disagrees with the weights) is reported in
-one ValueError.
+one ValueError (a `CheckpointError` listing them); a file that cannot be parsed at all (bad JSON, a damaged
+safetensors header, a wrong type where a number belongs) is a one-line ValueError naming the file.
 
 `save` writes the transformers layout (`model_type: "xlstm"`, `xLSTMForCausalLM`, native CPU kernels, single weight
-mode), sharded with an index when `max_shard_size` is given, each file written atomically.
+mode), sharded with an index when `max_shard_size` is given, each file written atomically, and the tokenizer
+files when a tokenizer is given.
 `state_to_transformers` / `state_from_transformers` convert recurrent states to and from its `xLSTMCache.rnn_state`;
 `load_tokenizer` reads the folder's `tokenizer.json`.
 """
@@ -25,6 +30,8 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 TOKENIZER_NAME = "tokenizer.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit on a header
 
 # transformers' xLSTMConfig key -> xLSTMLargeConfig field (same name unless listed in _ALIASES)
 _SAME_KEYS = ("vocab_size", "num_heads", "use_bias", "norm_eps", "norm_reduction_force_float32", "add_out_norm",
@@ -57,6 +66,28 @@ class CheckpointError(ValueError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{path}: {len(problems)} problem(s) with this xLSTM checkpoint:\n{lines}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+@contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """Turn whatever parsing a damaged file raises (JSONDecodeError, KeyError, TypeError, AttributeError,
+    MemoryError, UnicodeDecodeError, safetensors' errors, ...) into one ValueError line naming the file."""
+    try:
+        yield
+    except (FileNotFoundError, CheckpointError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the file is the file's problem
+        raise ValueError(f"{file} is damaged or not in the expected format ({_one_line(exc)})") from None
+
+
+def _read_json(file: Path) -> Any:
+    with _reading(file):
+        return json.loads(file.read_text(encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -79,7 +110,7 @@ def config_from_hf(d: dict[str, Any], problems: list[str] | None = None) -> xLST
         kwargs["eos_token_id"] = kwargs["eos_token_id"][0] if kwargs["eos_token_id"] else None
     for field, keys in _ALIASES.items():
         given = {k: d[k] for k in keys if d.get(k) is not None}
-        if len(set(given.values())) > 1:
+        if len({json.dumps(v, sort_keys=True) for v in given.values()}) > 1:
             problems.append(f"config gives {given}: these aliases must agree")
         if given:
             kwargs[field] = next(iter(given.values()))
@@ -144,7 +175,8 @@ def _read_config(path: Path, problems: list[str]) -> tuple[xLSTMLargeConfig, dic
         if yaml_file.is_file():
             import yaml
 
-            raw = yaml.safe_load(yaml_file.read_text()) or {}
+            with _reading(yaml_file):
+                raw = yaml.safe_load(yaml_file.read_text(encoding="utf-8")) or {}
             if not isinstance(raw, dict):
                 raise ValueError(f"{yaml_file} must hold a mapping, got {type(raw).__name__}")
             for key in ("embedding_dim", "num_heads", "num_blocks", "vocab_size"):  # no defaults in xlstm_large
@@ -152,9 +184,15 @@ def _read_config(path: Path, problems: list[str]) -> tuple[xLSTMLargeConfig, dic
                     problems.append(f"{yaml_file.name} has no {key}")
             return config_from_hf({"ffn_proj_factor": 2.6667, **raw}, problems), raw  # xlstm_large's default
         raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not a Hugging Face model folder")
-    raw = json.loads(file.read_text())
+    raw = _read_json(file)
     if not isinstance(raw, dict):
         raise ValueError(f"{file} must hold a JSON object, got {type(raw).__name__}")
+    generation = path / GENERATION_CONFIG_NAME
+    if generation.is_file():  # transformers takes the special tokens of generation from here first
+        gen = _read_json(generation)
+        if not isinstance(gen, dict):
+            raise ValueError(f"{generation} must hold a JSON object, got {type(gen).__name__}")
+        raw = {**raw, **{k: gen[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in gen}}
     return config_from_hf(raw, problems), raw
 
 
@@ -213,9 +251,12 @@ def _to_hf_name(name: str) -> str:
 def _weight_files(path: Path) -> list[str]:
     index = path / INDEX_NAME
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        data = _read_json(index)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise ValueError(f"{index} has no 'weight_map'")
+        if not all(isinstance(f, str) and f and Path(f).name == f for f in weight_map.values()):
+            raise ValueError(f"{index}: every 'weight_map' value must be a file name in the folder")
         files = sorted(set(weight_map.values()))
         missing = [f for f in files if not (path / f).is_file()]
         if missing:
@@ -324,27 +365,48 @@ class _StoredTensor:
 
 
 def _read_header(file: Path) -> tuple[dict[str, _StoredTensor], list[str]]:
-    """The tensors a safetensors file holds (name -> where and what), without reading any tensor data."""
-    problems = []
+    """The tensors a safetensors file holds (name -> where and what), without reading any tensor data. Every entry
+    is checked (dtype, shape, offsets inside the file and matching the shape), so that reading cannot fail later."""
+    problems: list[str] = []
+    size = os.path.getsize(file)
     with open(file, "rb") as f:
         head = f.read(8)
         if len(head) != 8:
             return {}, [f"{file.name} is not a safetensors file (too short)"]
         n = int.from_bytes(head, "little")
-        if n > os.path.getsize(file) - 8:
+        if n > size - 8 or n > MAX_HEADER_BYTES:
             return {}, [f"{file.name} is not a safetensors file (bad header length)"]
         try:
             header = json.loads(f.read(n))
-        except ValueError:
+        except (ValueError, UnicodeError):
             return {}, [f"{file.name} is not a safetensors file (header is not JSON)"]
+    if not isinstance(header, dict):
+        return {}, [f"{file.name} is not a safetensors file (header is not a JSON object)"]
+    data_size = size - 8 - n
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info.get("dtype") not in _ST_DTYPES:
-            problems.append(f"{name} in {file.name} has dtype {info.get('dtype')}, "
-                            f"expected one of {sorted(_ST_DTYPES)}")
-        out[name] = _StoredTensor(file, 8 + n, info.get("dtype"), tuple(info["shape"]), tuple(info["data_offsets"]))
+        shape = info.get("shape") if isinstance(info, dict) else None
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)
+                and isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_size):
+            problems.append(f"{name} in {file.name} has a damaged header entry {str(info)[:120]}")
+            continue
+        if dtype not in _ST_DTYPES:
+            problems.append(f"{name} in {file.name} has dtype {dtype}, expected one of {sorted(_ST_DTYPES)}")
+            continue
+        numel = 1
+        for d in shape:
+            numel *= d
+        if offsets[1] - offsets[0] != numel * _ST_DTYPES[dtype].itemsize:
+            problems.append(f"{name} in {file.name}: its byte range does not match shape {shape} of {dtype}")
+            continue
+        out[name] = _StoredTensor(file, 8 + n, dtype, tuple(shape), tuple(offsets))
     return out, problems
 
 
@@ -377,7 +439,8 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
     model lives: `save` replaces files atomically, which is safe). Otherwise each tensor is read on its own, cast
     and moved, so the peak is the result plus one tensor as stored.
 
-    Raises one `ValueError` (a `CheckpointError`, with `.problems`) listing every inconsistency found.
+    Raises one `ValueError` (a `CheckpointError`, with `.problems`) listing every inconsistency found, or a
+    one-line `ValueError` naming a file that cannot be parsed at all.
     """
     path = Path(path)
     if not path.is_dir():
@@ -394,7 +457,8 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
 
     tensors: dict[str, _StoredTensor] = {}
     for f in files:
-        found, bad = _read_header(path / f)
+        with _reading(path / f):
+            found, bad = _read_header(path / f)
         problems += bad
         for name, t in found.items():
             if name in tensors:
@@ -411,12 +475,13 @@ def load(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
     for name, src in plan.items():
         info = tensors[src.name]
         stored_dtype = _ST_DTYPES[info.dtype]
-        if mmap and src.rows is None and device.type == "cpu" and dtype in (None, stored_dtype):
-            if src.file not in handles:
-                handles[src.file] = safe_open(str(path / src.file), framework="pt", device="cpu")
-            state[name] = handles[src.file].get_tensor(src.name)  # copy-on-write memory map: no copy
-            continue
-        t = _read_tensor(info, src.rows)
+        with _reading(path / src.file):
+            if mmap and src.rows is None and device.type == "cpu" and dtype in (None, stored_dtype):
+                if src.file not in handles:
+                    handles[src.file] = safe_open(str(path / src.file), framework="pt", device="cpu")
+                state[name] = handles[src.file].get_tensor(src.name)  # copy-on-write memory map: no copy
+                continue
+            t = _read_tensor(info, src.rows)
         state[name] = t.to(device=device, dtype=dtype or stored_dtype)
         del t
     model.load_state_dict(state, strict=True, assign=True)
@@ -453,12 +518,15 @@ def _atomic_write(target: Path, write) -> None:
         raise
 
 
-def save(model: xLSTMLarge, path: str | os.PathLike, max_shard_size: int | str | None = None) -> None:
+def save(model: xLSTMLarge, path: str | os.PathLike, max_shard_size: int | str | None = None,
+         tokenizer=None) -> None:
     """Write `model` as a folder `transformers.xLSTMForCausalLM.from_pretrained(path)` loads (and `load` reads back).
 
     max_shard_size: None writes one `model.safetensors`; an int (bytes) or "500MB"-style string writes shards
     `model-0000k-of-0000n.safetensors` and `model.safetensors.index.json`. Files from an earlier save in a different
-    layout are removed so the folder is unambiguous.
+    layout are removed so the folder is unambiguous. tokenizer: an xlstmkit tokenizer or a transformers tokenizer,
+    written as `tokenizer.json` + `tokenizer_config.json` for `AutoTokenizer` (its special tokens named after the
+    config's bos/eos/pad ids); None writes none.
     """
     if not isinstance(model, xLSTMLarge):
         raise TypeError(f"model must be an xLSTMLarge, got {type(model).__name__}")
@@ -504,6 +572,10 @@ def save(model: xLSTMLarge, path: str | os.PathLike, max_shard_size: int | str |
             stale.unlink()
     cfg = config_to_hf(model.config, main_dtype)
     _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2) + "\n"))
+    if tokenizer is not None:
+        from .pretrained import save_tokenizer, special_token_ids
+
+        save_tokenizer(tokenizer, path, special_token_ids(model))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
     logits = model(input_ids, attention_mask=mask)              # padded batches: pads change no state
     logits, state = model.decode_step(tokens, state)            # one token per row, (B,) -> (B, V)
     tokens = model.generate(prompt_ids, max_new_tokens=100, temperature=0.8, top_k=50, seed=0)
+    model.save_pretrained("out", tokenizer="bytes"); model = xLSTMLM.from_pretrained("out")   # Hugging Face folder
 
 Feeding a sequence in pieces with the returned state gives the same logits as feeding it whole, in every mLSTM
 computation form ("chunkwise" default, "parallel", "recurrent"; per call with `mlstm_form=`). `forward` is the
@@ -14,6 +15,7 @@ sequence path and `decode_step` the one-token path; generation chooses between t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -88,3 +90,27 @@ class xLSTMLM(GenerationMixin, nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, path: str | os.PathLike, tokenizer=None) -> None:
+        """Write a Hugging Face model folder: config.json (model_type "xlstmkit"), model.safetensors and the two
+        import-only modules its auto_map names. `xLSTMLM.from_pretrained` reads it, and so does transformers'
+        `AutoModelForCausalLM.from_pretrained` (after `import xlstmkit`, or with trust_remote_code=True) with the
+        same logits. tokenizer: an xlstmkit tokenizer, "bytes" (the byte tokenizer), or a transformers tokenizer,
+        written beside it for `AutoTokenizer`; None writes none. Needs only torch and safetensors
+        (`xlstmkit.interop.pretrained`, docs/huggingface.md)."""
+        from ..interop import pretrained
+
+        pretrained.save(self, path, tokenizer=tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | str | None = None,
+                        device: torch.device | str | None = None) -> xLSTMLM:
+        """The model of a folder written by `save_pretrained` (or by `xlstmkit export`, or by transformers'
+        `xLSTMKitForCausalLM.save_pretrained`), in eval mode; dtype casts the weights (None: as stored)."""
+        from ..interop import pretrained
+
+        model = pretrained.load(path, dtype=dtype, device=device)
+        if not isinstance(model, cls):
+            raise ValueError(f"{path} holds an {type(model).__name__}, not an {cls.__name__}: load it with "
+                             f"{type(model).__name__}.from_pretrained")
+        return model

@@ -36,7 +36,7 @@ from .. import runs
 from ..data.batches import WindowSampler
 from ..data.text import load_corpus
 from ..data.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, encode_to_tensor, \
-    load_hf_tokenizer, load_tokenizer, sample_text, token_byte_lengths, tokenizer_info
+    load_hf_tokenizer, load_tokenizer, sample_text, save_hf_tokenizer, token_byte_lengths, tokenizer_info
 from . import distributed as D
 from .build import build_model, build_model_config, count_parameters
 from .checkpoint import CheckpointError, atomic_write_bytes, list_checkpoints, load_latest_checkpoint, \
@@ -135,8 +135,10 @@ def load_init_source(path: str, warn: Callable[[str], None] | None = None) -> _S
         raise FileNotFoundError(f"--init-from {folder}: no such folder (give a run folder or a Hugging Face xLSTM "
                                 f"folder)")
     if runs.is_hf_dir(folder):
+        from ..interop.pretrained import family_of
+
         model = runs.load_hf_model(folder, dtype=torch.float32, mmap=False)
-        model_dict = {"family": "xlstm_large", **model.config.to_dict()}
+        model_dict = {"family": family_of(model), **model.config.to_dict()}
         return _Source(model=model_dict, state=model.state_dict(), tokenizer=load_hf_tokenizer(folder), kind="hf",
                        weights=str(folder))
     if not runs.is_run_dir(folder):
@@ -314,6 +316,10 @@ class LMTrainer:
             extra["init_from"] = self.saved_extra["init_from"]
         RunConfig(model=self.model_cfg, train=self.cfg, preset=self.run.preset).save(
             self.run_dir / runs.CONFIG_FILE, extra=extra)
+        # the tokenizer as transformers' AutoTokenizer reads it (byte runs too), special tokens from the model config
+        model_config = build_model_config(self.model_cfg)
+        save_hf_tokenizer(self.tokenizer, self.run_dir, **{k: getattr(model_config, k, None) for k in (
+            "bos_token_id", "eos_token_id", "pad_token_id")})
         save_weights(self.run_dir / runs.UNIGRAM_FILE, {"counts": self.counts.float()})
 
     # -- the loop --------------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ factor, which only matters when exchanging states with a transformers `xLSTMCach
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -200,13 +201,19 @@ class xLSTMLargeBlock(nn.Module):
         return x + self.ffn(self.norm_ffn(x)), state
 
 
+#: `xLSTMLarge.stream`'s default for stop_tokens: the config's eos_token_id
+EOS = "eos"
+
+
 class xLSTMLarge(GenerationMixin, nn.Module):
     """The xLSTM-7B language model: embedding, `num_blocks` mLSTM blocks, out norm, untied head, logit soft-cap.
 
     Same calling convention as `xLSTMLM`: `model(input_ids)` -> logits (B, S, V) in float32, or with
     `return_state=True` -> (logits, state) where state is a tuple over blocks of float32 `MLSTMState`s that can be
     fed back as `state=` to continue the sequence. Any S >= 1, in any of the three mLSTM forms; `attention_mask` for
-    padded batches; `decode_step(tokens, state)` for one token per row.
+    padded batches; `decode_step(tokens, state)` for one token per row. `generate` / `stream` stop at the config's
+    `eos_token_id` unless told otherwise (as transformers does). `save_pretrained` / `from_pretrained`: Hugging Face
+    folders in transformers' own xLSTM layout (`xlstmkit.interop.hf`).
     """
 
     #: Largest model (parameter bytes) for which `decode_step` keeps a fused copy of the weights; bigger models step
@@ -353,3 +360,45 @@ class xLSTMLarge(GenerationMixin, nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def stream(self, input_ids: Tensor, max_new_tokens: int, *, stop_tokens: Sequence[int] | str | None = EOS,
+               pad_token: int | None = None, **kwargs) -> Iterator[Tensor]:
+        """`GenerationMixin.stream` with transformers' default end: `stop_tokens="eos"` (the default) stops a row at
+        `config.eos_token_id` (when the config has one) and fills the rows that stopped with `pad_token`, by default
+        `config.pad_token_id`. `stop_tokens=None` (or []) generates max_new_tokens whatever comes; a list of ids
+        stops at those instead. (`generate` passes its keyword arguments here.)"""
+        if isinstance(stop_tokens, str):
+            if stop_tokens != EOS:
+                raise ValueError(f"stop_tokens must be a list of token ids, None, or {EOS!r} (the config's "
+                                 f"eos_token_id), got {stop_tokens!r}")
+            eos = self.config.eos_token_id
+            stop_tokens = None if eos is None else [eos]
+            if stop_tokens and pad_token is None:
+                pad_token = self.config.pad_token_id
+        return super().stream(input_ids, max_new_tokens, stop_tokens=stop_tokens, pad_token=pad_token, **kwargs)
+
+    def save_pretrained(self, path: str | os.PathLike, tokenizer=None, max_shard_size: int | str | None = None
+                        ) -> None:
+        """Write a folder in transformers' own xLSTM layout (`model_type: "xlstm"`, as NX-AI/xLSTM-7b): transformers'
+        `xLSTMForCausalLM` / `AutoModelForCausalLM` load it without xlstmkit, `xLSTMLarge.from_pretrained` reads it
+        back. tokenizer: an xlstmkit tokenizer or a transformers tokenizer, written beside it for `AutoTokenizer`
+        (None: none); max_shard_size: e.g. "5GB" for shards with an index (`xlstmkit.interop.hf.save`)."""
+        from ...interop import hf
+
+        hf.save(self, path, max_shard_size=max_shard_size, tokenizer=tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | str | None = None,
+                        device: torch.device | str | None = None, mmap: bool = True) -> xLSTMLarge:
+        """The model of a Hugging Face xLSTM folder (transformers' layout, e.g. NX-AI/xLSTM-7b downloaded; or an
+        xlstmkit folder holding an xLSTMLarge), in eval mode, without a second copy of the weights
+        (`xlstmkit.interop.hf.load`). dtype casts (None: as stored)."""
+        from ...interop import hf, pretrained
+
+        if pretrained.is_xlstmkit_folder(path):
+            model = pretrained.load(path, dtype=dtype, device=device)
+            if not isinstance(model, cls):
+                raise ValueError(f"{path} holds an {type(model).__name__}, not an {cls.__name__}: load it with "
+                                 f"{type(model).__name__}.from_pretrained")
+            return model
+        return hf.load(path, dtype=dtype, device=device, mmap=mmap)
