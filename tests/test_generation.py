@@ -183,8 +183,9 @@ def paper_lm() -> xLSTMLM:
 
 def large_lm() -> xLSTMLarge:
     torch.manual_seed(1)
+    # eos_token_id=None: a tiny random model may emit the default end token (2) and stop one row early
     model = xLSTMLarge(xLSTMLargeConfig(vocab_size=V, embedding_dim=16, num_heads=2, num_blocks=2, chunk_size=4,
-                                        ffn_round_up_to_multiple_of=16))
+                                        ffn_round_up_to_multiple_of=16, eos_token_id=None))
     perturb_xlstm_large_(model)
     return model.double()
 

@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "timeseries": ("aeon", "stumpy", "scikit-learn", "pandas", "statsforecast", "utilsforecast"),
     "audio": ("soundfile", "librosa"),
     "bench": ("neuralforecast", "xlstm"),
+    "hf": ("transformers", "tokenizers"),
 }
 
 

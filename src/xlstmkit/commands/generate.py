@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     warn = lambda msg: print(f"warning: {msg}", file=sys.stderr)  # noqa: E731
     loaded = runs.load_model(args.run, warn=warn)
     model = loaded.model.to(device)
-    eos = getattr(model.config, "eos_token_id", None) if loaded.kind == "hf" else None
+    eos = getattr(model.config, "eos_token_id", None)  # the 7B architecture stops at its end-of-text token
     if args.top_k is not None and args.top_k > loaded.tokenizer.vocab_size:
         raise ValueError(f"--top-k {args.top_k} is larger than the vocabulary ({loaded.tokenizer.vocab_size})")
     with autocast(device, dtype):
