@@ -24,6 +24,8 @@ COMMANDS = {
     "eval": "evaluate a run or a Hugging Face xLSTM folder: loss, bits per byte, perplexity, length extrapolation",
     "generate": "sample text from a trained run or a Hugging Face xLSTM folder",
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
+    "classify": "time-series classification: a bidirectional xLSTM beside MiniRocket, Transformer, LSTM and GRU "
+                "baselines on UCR/UEA sets, your files or audio; `classify bench` for the results table",
     "bench": "time xlstmkit on this machine",
     "demo": "build a small model, run it and generate (no data, no training)",
 }
