@@ -81,14 +81,16 @@ class Recipe:
     weight_decay: float = _f(0.05, "AdamW weight decay (all neural models)", metavar="WD")
     batch_size: int = _f(16, "training batch size (all neural models)", metavar="N")
     warmup_steps: int = _f(20, "linear learning-rate warm-up", metavar="N")
-    max_epochs: int = _f(300, "at most this many epochs", metavar="N")
-    patience: int = _f(40, "early stopping: epochs without a better validation loss", metavar="N")
+    epoch_steps: int = _f(10, "an epoch is whole passes over the training set until at least this many batches (so "
+                              "small and large sets are checked on validation equally often)", metavar="N")
+    max_epochs: int = _f(100, "at most this many epochs", metavar="N")
+    patience: int = _f(20, "early stopping: epochs without a better validation loss", metavar="N")
     max_steps: int | None = _f(None, "at most this many optimiser steps", metavar="N")
     time_budget: float | None = _f(180.0, "seconds of training per model (0: none)", metavar="SECONDS")
 
     def __post_init__(self) -> None:
-        for name in ("depth", "embedding_dim", "num_heads", "chunk_size", "target_tokens", "batch_size", "max_epochs",
-                     "patience"):
+        for name in ("depth", "embedding_dim", "num_heads", "chunk_size", "target_tokens", "batch_size", "epoch_steps",
+                     "max_epochs", "patience"):
             positive("--" + name.replace("_", "-"), getattr(self, name))
         positive("--warmup-steps", self.warmup_steps, allow_zero=True)
         positive("--max-steps", self.max_steps)
@@ -185,9 +187,17 @@ class NeuralRun:
             self.model = self.build(data)
         self._stats = data.stats
         train, val = data.to_padded("train"), data.to_padded("val")
-        bs = cfg.batch_size
-        self.result = r = fit(self.model, F.cross_entropy, lambda rng: train.batches(bs, rng),
-                              lambda: val.batches(256), cfg, on_epoch=self.on_epoch)
+        bs, min_steps = cfg.batch_size, self.recipe.epoch_steps
+
+        def epoch(rng):  # whole shuffled passes until at least `epoch_steps` batches
+            n = 0
+            while n < min_steps:
+                for batch in train.batches(bs, rng):
+                    n += 1
+                    yield batch
+
+        self.result = r = fit(self.model, F.cross_entropy, epoch, lambda: val.batches(256), cfg,
+                              on_epoch=self.on_epoch)
         info = {"params": count_params(self.model), "epochs": r.epochs, "steps": r.steps, "seconds": r.seconds,
                 "best_epoch": r.best_epoch, "best_val_loss": r.best_val_loss, "stopped": r.stopped}
         if self.name in XLSTM_MODELS:
@@ -243,9 +253,10 @@ def run_model(name: str, data, full, recipe: Recipe, seed: int, device: str = "c
 
     model = make_model(name, recipe, seed, device, on_epoch)
     start = time.perf_counter()
-    info = model.fit(full if name == "minirocket" else data)
+    own = full if name == "minirocket" else data  # (the same test set; normalised with the statistics fit used)
+    info = model.fit(own)
     seconds = time.perf_counter() - start
-    pred = model.predict(data, "test")
+    pred = model.predict(own, "test")
     y = data.test.labels
     K = data.n_classes
     params = info.get("params")
