@@ -41,6 +41,7 @@ CANDIDATES: dict[str, dict] = {
     "more patching (32 tokens)": {"target_tokens": 32},
     "lr 1e-3": {"lr": 1e-3},
     "lr 5e-3": {"lr": 5e-3},
+    "lr 5e-3, first_last": {"lr": 5e-3, "pooling": "first_last"},
     "one sLSTM in two (xLSTM[1:1])": {"block_pattern": "xLSTM[1:1]"},
     "width 32": {"embedding_dim": 32},
     "depth 3": {"depth": 3},
@@ -123,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--models", nargs="+", default=["xlstm-bi"])
         p.add_argument("--datasets", nargs="+")
         p.add_argument("--seeds", type=int, default=2)
-        p.add_argument("--max-epochs", type=int, default=150)
-        p.add_argument("--patience", type=int, default=30)
+        p.add_argument("--max-epochs", type=int, default=60)
+        p.add_argument("--patience", type=int, default=15)
         p.add_argument("--threads", type=int, default=1)
         return tune(p.parse_args(argv[1:]))
     from xlstmkit.cli import main as cli

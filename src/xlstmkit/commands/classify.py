@@ -83,8 +83,8 @@ class Recipe:
     warmup_steps: int = _f(20, "linear learning-rate warm-up", metavar="N")
     epoch_steps: int = _f(10, "an epoch is whole passes over the training set until at least this many batches (so "
                               "small and large sets are checked on validation equally often)", metavar="N")
-    max_epochs: int = _f(100, "at most this many epochs", metavar="N")
-    patience: int = _f(20, "early stopping: epochs without a better validation loss", metavar="N")
+    max_epochs: int = _f(60, "at most this many epochs", metavar="N")
+    patience: int = _f(15, "early stopping: epochs without a better validation loss", metavar="N")
     max_steps: int | None = _f(None, "at most this many optimiser steps", metavar="N")
     time_budget: float | None = _f(180.0, "seconds of training per model (0: none)", metavar="SECONDS")
 
