@@ -102,9 +102,11 @@ def test_bench_writes_the_table_beside_published_accuracies_and_resumes(tmp_path
     assert "**mean (1 sets)**" in text and "±" in text
     cells = (out / "cells.jsonl").read_text().splitlines()
     assert len(cells) == 4 and {json.loads(c)["seed"] for c in cells} == {0, 1}
+    table.write_text(table.read_text() + "\n<!-- notes: kept when the table above is rewritten -->\nmy notes\n")
     assert main(argv) == 0  # every cell is there already: nothing runs again
     assert len((out / "cells.jsonl").read_text().splitlines()) == 4
     assert "accuracy" not in capsys.readouterr().err.split("wrote")[-2]  # no cell line printed on the second run
+    assert table.read_text().endswith("my notes\n") and "| ItalyPowerDemand |" in table.read_text()
 
 
 @pytest.mark.parametrize("argv,msg", [

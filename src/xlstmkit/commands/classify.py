@@ -463,6 +463,7 @@ def _count(n: int | None) -> str:
 # -- the benchmark table ----------------------------------------------------------------------------------------------
 
 DEFAULT_BENCH_DIR = "benchmarks/classification_results"
+NOTES_MARKER = "<!-- notes: kept when the table above is rewritten -->"
 
 
 def _cell_key(dataset: str, model: str, seed: int, recipe: Recipe) -> str:
@@ -577,7 +578,9 @@ def write_table(cells: list[dict], models: list[str], path: Path, recipe: Recipe
     datasets = list(s)
     pubs = ("ROCKET", "MiniRocket", "InceptionTime", "HC2")
     seeds = sorted({c["seed"] for c in cells})
-    lines = [f"Test accuracy, mean ± standard deviation over seeds {seeds} (the seed sets the validation split, the "
+    lines = ["# Time-series classification: xLSTM and baselines", "",
+             "Written by `xlstmkit classify bench` (`python benchmarks/classification.py`).", "",
+             f"Test accuracy, mean ± standard deviation over seeds {seeds} (the seed sets the validation split, the "
              "initialisation and the batches); published accuracies on the same default train/test split for "
              "reference.", ""]
     head = "| dataset | " + " | ".join(models) + " | " + " | ".join(f"{p} (published)" for p in pubs) + " |"
@@ -611,4 +614,9 @@ def write_table(cells: list[dict], models: list[str], path: Path, recipe: Recipe
         lines += ["", f"Load average (1 min) while the cells ran: {min(loads):.1f} to {max(loads):.1f}; torch threads "
                       f"{sorted({c.get('threads') for c in cells})}."]
     lines += ["", "Recipe: `" + json.dumps(dataclasses.asdict(recipe)) + "`"]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    notes = ""
+    if path.exists():  # hand-written notes below the marker survive a rerun
+        old = path.read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            notes = "\n" + NOTES_MARKER + old.split(NOTES_MARKER, 1)[1]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n" + notes).encode("utf-8"))
