@@ -24,6 +24,8 @@ COMMANDS = {
     "eval": "evaluate a run or a Hugging Face xLSTM folder: loss, bits per byte, perplexity, length extrapolation",
     "generate": "sample text from a trained run or a Hugging Face xLSTM folder",
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
+    "vision": "image classification with Vision-LSTM: train (digits, pathfinder or your folder), eval, predict, "
+              "convert published weights",
     "bench": "time xlstmkit on this machine",
     "demo": "build a small model, run it and generate (no data, no training)",
 }

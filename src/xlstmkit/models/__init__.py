@@ -1,7 +1,10 @@
-"""Whole models: the paper's LM (`xlstm_lm.py`) and xLSTM-Large, the 7B architecture (the `xlstm_large/` folder).
-The paper's LM is re-exported here; xLSTM-Large is imported on first use (`xlstmkit.models.xLSTMLarge`)."""
+"""Whole models: the paper's LM (`xlstm_lm.py`), xLSTM-Large, the 7B architecture (the `xlstm_large/` folder), and
+Vision-LSTM (`vision_lstm.py`). The paper's LM is re-exported here; xLSTM-Large and Vision-LSTM are imported on first
+use (`xlstmkit.models.xLSTMLarge`, `xlstmkit.models.VisionLSTM`)."""
 
 from .xlstm_lm import xLSTMLM
+
+_VISION = ("VisionLSTM", "VisionLSTMConfig", "vil_config", "VIL_PRESETS")
 
 
 def __getattr__(name: str):
@@ -9,7 +12,11 @@ def __getattr__(name: str):
         from . import xlstm_large
 
         return getattr(xlstm_large, name)
+    if name in _VISION:
+        from . import vision_lstm
+
+        return getattr(vision_lstm, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["xLSTMLM", "xLSTMLarge", "xLSTMLargeConfig"]
+__all__ = ["xLSTMLM", "xLSTMLarge", "xLSTMLargeConfig", *_VISION]
