@@ -222,8 +222,9 @@ def _place(rng: np.random.Generator, spec: PathfinderSpec, occupied: _Occupancy,
     return None
 
 
-def pathfinder_image(rng: np.random.Generator, spec: PathfinderSpec, positive: bool) -> np.ndarray:
-    """One image (size, size) float32 in [0, 1]: paths and two dots, joined by one path iff `positive`.
+def pathfinder_image(rng: np.random.Generator, spec: PathfinderSpec, positive: bool, geometry: bool = False):
+    """One image (size, size) float32 in [0, 1]: paths and two dots, joined by one path iff `positive` (with
+    geometry=True also {"paths": corner points of each path, "dots": the two dot centres}).
 
     Paths are placed one after another, each redrawn until it keeps its distance from those placed before: path A
     (a dot at its start), then path B (in a negative image one of its ends gets the second dot, and it is redrawn
@@ -266,6 +267,8 @@ def pathfinder_image(rng: np.random.Generator, spec: PathfinderSpec, positive: b
             img[ij[:, 0], ij[:, 1]] = 1.0
         for dot in dots:
             _draw_disk(img, dot, spec.dot_radius)
+        if geometry:
+            return img, {"paths": [p for p, _ in placed], "dots": dots}
         return img
     raise RuntimeError("pathfinder: could not place the paths in 100 tries: use a larger image_size, shorter paths "
                        "or fewer distractors")
