@@ -36,7 +36,8 @@ def published_v2(dim=16, depth=2, patch=4, grid=(3, 2), channels=3, classes=7, l
                    p + "layer.mlstm_cell.igate.bias": _r(g, 4),
                    p + "layer.mlstm_cell.fgate.weight": _r(g, 4, 3 * inner, scale=0.05),
                    p + "layer.mlstm_cell.fgate.bias": _r(g, 4) + 3,
-                   p + "layer.mlstm_cell.outnorm.weight": _r(g, inner), p + "layer.mlstm_cell.outnorm.bias": _r(g, inner),
+                   p + "layer.mlstm_cell.outnorm.weight": _r(g, inner),
+                   p + "layer.mlstm_cell.outnorm.bias": _r(g, inner),
                    p + "layer.learnable_skip": _r(g, inner) + 1,
                    p + "layer.proj_down.weight": _r(g, dim, inner), p + "layer.proj_down.bias": _r(g, dim)}
             for name in ("q_proj", "k_proj", "v_proj"):

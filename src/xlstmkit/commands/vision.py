@@ -120,21 +120,22 @@ class VisionTrainConfig:
         check_device(self.device)
         if self.version not in (1, 2):
             raise ValueError(f"version must be 1 or 2, got {self.version!r}")
-        checks = {"lr": (0, None, True), "min_lr_ratio": (0, 1, False), "weight_decay": (0, None, False),
-                  "grad_clip": (0, None, False), "label_smoothing": (0, 1, False), "test_fraction": (0, 1, True),
-                  "drop_path_rate": (0, 1, False)}
-        for name, (low, high, open_low) in checks.items():
+        # name: (low, high, low allowed, high allowed)
+        ranges = {"lr": (0, None, False, False), "min_lr_ratio": (0, 1, True, True),
+                  "weight_decay": (0, None, True, False), "grad_clip": (0, None, True, False),
+                  "label_smoothing": (0, 1, True, False), "test_fraction": (0, 1, False, False),
+                  "drop_path_rate": (0, 1, True, False)}
+        for name, (low, high, low_ok, high_ok) in ranges.items():
             value = getattr(self, name)
             if value is None:
                 continue
-            bad = (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                   or (value <= low if open_low else value < low) or (high is not None and value >= high
-                                                                      if name in ("test_fraction", "drop_path_rate",
-                                                                                  "label_smoothing")
-                                                                      else high is not None and value > high))
-            if bad:
-                raise ValueError(f"{name} must be a finite number {'>' if open_low else '>='} {low}"
-                                 f"{'' if high is None else f' and below {high}'}, got {value!r}")
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+                  and (value >= low if low_ok else value > low)
+                  and (high is None or (value <= high if high_ok else value < high)))
+            if not ok:
+                top = "inf)" if high is None else f"{high}]" if high_ok else f"{high})"
+                span = f"{'[' if low_ok else '('}{low}, {top}"
+                raise ValueError(f"{name} must be a finite number in {span}, got {value!r}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"time_budget must be > 0, got {self.time_budget}")
 
@@ -170,8 +171,9 @@ def sizes(cfg: VisionTrainConfig) -> tuple[int, int]:
     return image, patch
 
 
-def load_data(cfg: VisionTrainConfig):
-    """The ImageSet of a run (data/images.py)."""
+def load_data(cfg: VisionTrainConfig, test_only: bool = False):
+    """The ImageSet of a run (data/images.py); `test_only` skips drawing Pathfinder's training images (its test
+    images come from their own seeded stream, so they are the same)."""
     from ..data import images as I
 
     image, _ = sizes(cfg)
@@ -180,7 +182,7 @@ def load_data(cfg: VisionTrainConfig):
     if cfg.data == "pathfinder":
         spec = I.PathfinderSpec(image_size=image, segments=cfg.pathfinder_segments,
                                 distractors=cfg.pathfinder_distractors)
-        return I.load_pathfinder(cfg.pathfinder_train, cfg.pathfinder_test, cfg.seed, spec)
+        return I.load_pathfinder(2 if test_only else cfg.pathfinder_train, cfg.pathfinder_test, cfg.seed, spec)
     return I.load_image_folder(cfg.data, image, cfg.test_fraction, cfg.seed)
 
 
@@ -465,7 +467,8 @@ class VisionTrainer:
     def _model_name(self) -> str:
         s = self.spec
         if s["arch"] == "vil":
-            return (f"Vision-LSTM v{s['version']} ({s.get('preset', '')}: width {s['dim']}, {s['depth']} block pairs, "
+            pairs = f"{s['depth']} block pair{'s' * (s['depth'] != 1)}"
+            return (f"Vision-LSTM v{s['version']} ({s.get('preset', '')}: width {s['dim']}, {pairs}, "
                     f"patch {s['patch_size'][0]})")
         return (f"ViT (timm, DeiT-style: width {s['embed_dim']}, {s['depth']} blocks, {s['num_heads']} heads, "
                 f"MLP x{s['mlp_ratio']:.2f}, patch {s['patch_size'][0]})")
@@ -911,8 +914,10 @@ def _eval(args) -> int:
         y = remap[y]
         name = args.data
     else:
+        if "vision" not in record:
+            raise ValueError(f"{args.run} was converted, not trained: it has no test images of its own (give --data)")
         cfg = VisionTrainConfig.from_dict(record["vision"])
-        ds = load_data(cfg)
+        ds = load_data(cfg, test_only=True)
         x, y, name = ds.test_x, ds.test_y, ds.name
     res = evaluate(model.to(device), x, y, data["mean"], data["std"], num_classes=len(data["classes"]),
                    device=device, dtype=dtype)

@@ -137,7 +137,8 @@ def config_from_state_dict(sd: dict[str, Tensor], version: int, **overrides: Any
     fields: dict[str, Any] = dict(
         dim=dim, depth=depth, in_channels=channels, patch_size=patch,
         image_size=(grid[0] * patch[0], grid[1] * patch[1]), version=version, expansion=inner // dim,
-        qkv_block_size=need(prefix + "layer.q_proj.weight").shape[-1], num_heads=need(prefix + "layer.igate.weight").shape[0],
+        qkv_block_size=need(prefix + "layer.q_proj.weight").shape[-1],
+        num_heads=need(prefix + "layer.igate.weight").shape[0],
         conv_kind="2d" if conv.dim() == 4 else "causal1d", conv_kernel_size=conv.shape[-1],
         proj_bias=prefix + "layer.proj_up.bias" in sd, norm_bias=prefix + "norm.bias" in sd,
         legacy_norm=("head_norm.weight" in sd) if version == 2 else ("norm.weight" in sd))

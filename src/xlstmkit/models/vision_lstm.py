@@ -105,7 +105,7 @@ class VisionLSTMConfig(FrozenConfig):
     drop_path_decay: bool = False
     proj_down_init: str = "original"
     form: str = "chunkwise"
-    inference_form: str = "parallel"
+    inference_form: str = "chunkwise"
     chunk_size: int = 64
     fused: bool = True
 

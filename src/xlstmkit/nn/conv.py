@@ -131,7 +131,8 @@ class GridConv2d(nn.Module):
     def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be an odd positive integer (the grid keeps its size), got {kernel_size}")
+            raise ValueError(f"kernel_size must be an odd positive integer (the grid keeps its size), got "
+                             f"{kernel_size}")
         self.dim, self.kernel_size = dim, kernel_size
         self.weight = nn.Parameter(torch.empty(dim, 1, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(dim)) if bias else None
