@@ -62,28 +62,29 @@ class VisionTrainConfig:
                    "and test/ sub-folders that split is used)", metavar="DATA")
     arch: str = _f("vil", "vil (Vision-LSTM) or vit (a DeiT-style ViT from timm with the parameter count of the "
                    "Vision-LSTM: the baseline)", choices=("vil", "vit"))
-    preset: str | None = _f(None, "model size: vil-micro, vil-mini (CPU sizes), vil-t, vil-s, vil-b (ImageNet sizes)",
+    preset: str | None = _f(None, "model size: vil-micro, vil-mini (CPU sizes), vil-t, vil-s, vil-b (ImageNet sizes); none: "
+                            "vil-micro",
                             choices=("vil-micro", "vil-mini", "vil-t", "vil-s", "vil-b"))
-    dim: int | None = _f(None, "model width (overrides the preset's)", metavar="D")
-    depth: int | None = _f(None, "block pairs (overrides the preset's)", metavar="N")
+    dim: int | None = _f(None, "model width; none: the preset's", metavar="D")
+    depth: int | None = _f(None, "block pairs; none: the preset's", metavar="N")
     version: int = _f(2, "Vision-LSTM version: 2 (2-D convolution, bilateral concatenation, biases) or 1",
                       choices=(1, 2), type="int")
-    image_size: int | None = _f(None, "images are resized to N x N (default: 32 for digits and pathfinder, 64 for a "
-                                "folder)", metavar="N")
-    patch_size: int | None = _f(None, "patch size in pixels (default: image size / 8, an 8 x 8 grid of patches)",
+    image_size: int | None = _f(None, "images are resized to N x N; none: 32 for digits and pathfinder, 64 for a "
+                                "folder", metavar="N")
+    patch_size: int | None = _f(None, "patch size in pixels; none: image size / 8 (an 8 x 8 grid of patches)",
                                 metavar="P")
-    epochs: int | None = _f(None, "passes over the training images (default: 40 digits, 15 pathfinder, 30 folder)",
+    epochs: int | None = _f(None, "passes over the training images; none: 40 digits, 15 pathfinder, 30 folder",
                             metavar="N")
-    max_steps: int | None = _f(None, "optimiser steps (default: epochs x steps per epoch)", metavar="N")
+    max_steps: int | None = _f(None, "optimiser steps; none: epochs x steps per epoch", metavar="N")
     batch_size: int = _f(64, "images per optimiser step", metavar="B")
     lr: float = _f(2e-3, "peak learning rate (AdamW; linear warm-up, then cosine decay)")
     min_lr_ratio: float = _f(0.01, "final learning rate as a fraction of the peak", metavar="F")
-    warmup_steps: int | None = _f(None, "linear warm-up steps (default: a tenth of the steps, at most 100)",
+    warmup_steps: int | None = _f(None, "linear warm-up steps; none: a tenth of the steps, at most 100",
                                   metavar="N")
     weight_decay: float = _f(0.05, "AdamW weight decay of the matrices (not norms, biases, embeddings)", metavar="W")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = no clipping)", metavar="NORM")
     label_smoothing: float = _f(0.1, "label smoothing of the cross-entropy", metavar="E")
-    drop_path_rate: float | None = _f(None, "stochastic depth (default: the preset's; 0 for the CPU sizes)",
+    drop_path_rate: float | None = _f(None, "stochastic depth; none: the preset's (0 for the CPU sizes)",
                                       metavar="P")
     augment: bool = _f(True, "augmentation suited to the data (--no-augment: none)")
     time_budget: float | None = _f(None, "stop after this much training time, e.g. 300, 5m, 1h; without "
