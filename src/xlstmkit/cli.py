@@ -27,6 +27,8 @@ COMMANDS = {
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
     "classify": "time-series classification: a bidirectional xLSTM beside MiniRocket, Transformer, LSTM and GRU "
                 "baselines on UCR/UEA sets, your files or audio; `classify bench` for the results table",
+    "vision": "image classification with Vision-LSTM: train (digits, pathfinder or your folder), eval, predict, "
+              "convert published weights",
     "bench": "time xlstmkit on this machine",
     "demo": "build a small model, run it and generate (no data, no training)",
 }
