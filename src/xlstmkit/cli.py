@@ -26,6 +26,10 @@ COMMANDS = {
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
     "bench": "time xlstmkit on this machine",
     "demo": "build a small model, run it and generate (no data, no training)",
+    "forecast": "probabilistic forecasting: train the xLSTM forecaster (or TiRex zero-shot), score it beside "
+                "statsforecast/neuralforecast baselines; `forecast bench` prints the benchmark table",
+    "detect": "anomaly detection: score each point by how far it falls outside the xLSTM forecaster's forecast "
+              "distribution; report the most anomalous region",
 }
 
 

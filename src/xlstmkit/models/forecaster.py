@@ -58,6 +58,8 @@ from ..nn.block_stack import xLSTMBlockStack
 
 DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SCALE_EPS = 1e-5
+CONTEXT_HORIZONS = 4  # default context: this many horizons (ForecasterConfig.for_horizon)
+TOKENS = 16  # default number of patches the context is cut into
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -203,6 +205,14 @@ class ForecasterConfig(FrozenConfig):
         if self.patch_size > self.context_length:
             raise ValueError(f"patch_size ({self.patch_size}) must not exceed context_length ({self.context_length})")
         self.backbone_config()  # the block pattern and head sizes are checked there
+
+    @classmethod
+    def for_horizon(cls, horizon: int, **changes) -> "ForecasterConfig":
+        """The default configuration for a horizon H, chosen once for every dataset: a context of
+        ``CONTEXT_HORIZONS * H`` points read in ``TOKENS`` patches (docs/forecasting.md); ``changes`` override."""
+        L = changes.pop("context_length", None) or max(CONTEXT_HORIZONS * int(horizon), 8)
+        P = changes.pop("patch_size", None) or max(1, -(-L // TOKENS))
+        return cls(horizon=int(horizon), context_length=int(L), patch_size=int(P), **changes)
 
     @property
     def num_tokens(self) -> int:
@@ -408,7 +418,7 @@ def training_windows(train_df, config: ForecasterConfig, min_context: int | None
 
 
 def fit(train_df, config: ForecasterConfig, fit_config=None, *, steps_per_epoch: int = 100,
-        min_context: int | None = None, on_epoch=None, model: xLSTMForecaster | None = None):
+        min_context: int | None = None, on_epoch=None, model: xLSTMForecaster | None = None, validation=None):
     """Train a forecaster (a new one from ``config``, or ``model``) as one global model over every series of
     ``train_df`` (long format: unique_id, ds, y; NaN = missing). Returns ``(model, FitResult)``.
 
@@ -418,12 +428,23 @@ def fit(train_df, config: ForecasterConfig, fit_config=None, *, steps_per_epoch:
     which weights are kept. ``fit_config`` is a :class:`xlstmkit.train.supervised.FitConfig` (default: 2000 steps of
     64 windows, lr 1e-3 with 50 warm-up steps, patience 10 epochs). The result's ``note`` says when the series
     were too short to hold out validation windows (see :func:`training_windows`).
+
+    ``validation=(context, context_mask, target, target_mask)`` gives the validation windows instead; then every
+    window of ``train_df`` is used for training (the caller keeps the two apart).
     """
+    from ..data.forecasting import WindowSampler
     from ..train.supervised import FitConfig, fit as supervised_fit
 
     fit_config = fit_config or FitConfig(max_epochs=10_000, max_steps=2000, batch_size=64, lr=1e-3, warmup_steps=50,
                                          patience=10)
-    data = training_windows(train_df, config, min_context)
+    if validation is None:
+        data = training_windows(train_df, config, min_context)
+    else:
+        mc = max(2, min(config.horizon, config.context_length)) if min_context is None else int(min_context)
+        data = TrainingData(WindowSampler(train_df, config.context_length, config.horizon, min_context=mc,
+                                          hold_out_validation=False), True)
+        if data.sampler.n_windows == 0:
+            raise ValueError("no training windows: the training series are shorter than min_context + horizon")
     if model is None:
         with torch.random.fork_rng():
             torch.manual_seed(fit_config.seed)
@@ -435,9 +456,11 @@ def fit(train_df, config: ForecasterConfig, fit_config=None, *, steps_per_epoch:
 
     val = None
     if data.validation:
-        w = sampler.validation()
-        val_list = [((w.context[i:i + 1024], w.context_mask[i:i + 1024]),
-                     (w.target[i:i + 1024], w.target_mask[i:i + 1024])) for i in range(0, len(w), 1024)]
+        if validation is None:
+            w = sampler.validation()
+            validation = (w.context, w.context_mask, w.target, w.target_mask)
+        c, cm, t, tm = validation
+        val_list = [((c[i:i + 1024], cm[i:i + 1024]), (t[i:i + 1024], tm[i:i + 1024])) for i in range(0, len(c), 1024)]
 
         def val():
             return iter(val_list)
