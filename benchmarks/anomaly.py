@@ -45,7 +45,8 @@ def table(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|"]
     for g in groups + ["all injected"]:
         for d in dets:
-            rs = [r for r in rows if r["detector"] == d and (r["kind"] == g or (g == "all injected" and r["kind"] != "ucr"))]
+            rs = [r for r in rows if r["detector"] == d
+                  and (r["kind"] == g or (g == "all injected" and r["kind"] != "ucr"))]
             if not rs:
                 continue
             def m(key):

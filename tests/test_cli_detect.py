@@ -34,7 +34,8 @@ def _csv(path, with_labels=True):
 def test_detect_smoke_run_writes_scores_plot_and_json(tmp_path, capsys):
     csv = _csv(tmp_path / "sensor.csv")
     js, out = tmp_path / "r.json", tmp_path / "run"
-    code = main(["detect", "--dataset", str(csv), "--train-length", "150", "--steps", "20", "--batch-size", "16", "--context-length", "32",
+    code = main(["detect", "--dataset", str(csv), "--train-length", "150", "--steps", "20", "--batch-size", "16",
+                 "--context-length", "32",
                  "--json", str(js), "--out", str(out), "--no-progress", "--threads", "1"])
     assert code == 0
     r = json.loads(js.read_text())

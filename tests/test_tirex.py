@@ -22,7 +22,8 @@ from xlstmkit.models.tirex import TiRex, TiRexConfig  # noqa: E402
 
 HP = {"model_config": {"input_patch_size": 8, "output_patch_size": 8, "quantiles": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6,
                                                                                       0.7, 0.8, 0.9],
-                       "block_kwargs": {"embedding_dim": 32, "num_heads": 4, "num_blocks": 2, "ffn_proj_factor": 2.6667},
+                       "block_kwargs": {"embedding_dim": 32, "num_heads": 4, "num_blocks": 2,
+                                        "ffn_proj_factor": 2.6667},
                        "input_ff_dim": 64},
       "train_ctx_len": 64}
 

@@ -22,9 +22,9 @@ its 10 % and 90 % quantiles,
 perfectly predicted flat stretch from dividing by ~0). An anomaly in a context distorts the forecasts after it (its
 values enter the scaling and the input), so the scores are computed twice: the second pass gives the points that
 scored above ``mask_above`` in the first as *missing values* to the model (the forecaster's mask), so the points
-after an anomaly are judged against forecasts from the normal points only. The scores are then averaged over a centred window of
-``smooth`` points, because anomalies in the UCR archive are mostly collective (a stretch of wrong shape), and points
-before the first forecast get the smallest score.
+after an anomaly are judged against forecasts from the normal points only. The scores are then averaged over a
+centred window of ``smooth`` points, because anomalies in the UCR archive are mostly collective (a stretch of wrong
+shape), and points before the first forecast get the smallest score.
 
 **The most anomalous region** is the window of ``smooth`` points (at least 1) around the highest score in the test
 part, widened while neighbouring scores stay above half the peak.

@@ -73,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                         help="bench: the datasets (default: all seven bundled sets)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S", help="bench: seeds (default 0)")
+    parser.add_argument("--baseline-seeds", type=int, nargs="+", default=None, metavar="S",
+                        help="bench: the seeds the neural baselines run with (default: --seeds); the statistical "
+                             "ones are deterministic and run once")
+    parser.add_argument("--no-xlstm", action="store_true", help="bench: the baselines only")
     parser.add_argument("--horizon", type=int, default=None, metavar="H",
                         help="steps to forecast (default: the dataset's standard horizon)")
     parser.add_argument("--freq", default=None, help="CSV: the pandas frequency (default: inferred)")
@@ -204,7 +208,8 @@ def run_baselines(names, data, horizon: int, quantiles, steps: int, input_size: 
         except ImportError:
             raise
         except Exception as exc:  # noqa: BLE001 -- e.g. ETS on series too short for it: say so, keep going
-            out[name] = {"model": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            out[name] = {"model": name, "error": f"{type(exc).__name__}: {first}"}
             if log is not None:
                 log(f"baseline {name} failed: {out[name]['error']}")
     return out
@@ -396,14 +401,19 @@ def bench_main(args: argparse.Namespace) -> int:
         data = load_data(d, args.horizon, args.freq)
         H = data.horizon
         L = model_config(H, args).context_length
-        for seed in seeds:
+        base_seeds = args.baseline_seeds if args.baseline_seeds is not None else seeds
+        for seed in sorted(set(seeds) | set(base_seeds), key=lambda x: (x not in seeds, x)):
             if log:
                 log(f"== {d} (horizon {H}), seed {seed}")
-            r = run_xlstm(data, H, args, seed, log)
-            s = score("xLSTMForecaster", r["forecast"], r["quantiles"], r["seconds"], data, H)
-            rows.append({"dataset": d, "model": "xLSTMForecaster", "seed": seed, "steps": r["fit"].steps, **s})
-            base = run_baselines([n for n in names if seed == seeds[0] or n in ("xLSTM", "NHITS", "PatchTST")],
-                                 data, H, r["quantiles"], args.baseline_steps or args.steps, L, seed, log)
+            quantiles = model_config(H, args).quantiles
+            if seed in seeds and not args.no_xlstm:
+                r = run_xlstm(data, H, args, seed, log)
+                s = score("xLSTMForecaster", r["forecast"], r["quantiles"], r["seconds"], data, H)
+                rows.append({"dataset": d, "model": "xLSTMForecaster", "seed": seed, "steps": r["fit"].steps,
+                             "stopped": r["fit"].stopped, **s})
+            todo = [n for n in names if (n in ("xLSTM", "NHITS", "PatchTST") and seed in base_seeds)
+                    or (n not in ("xLSTM", "NHITS", "PatchTST") and seed == min(base_seeds or [seed]))]
+            base = run_baselines(todo, data, H, quantiles, args.baseline_steps or args.steps, L, seed, log)
             for n, b in base.items():
                 b.pop("forecast", None)
                 rows.append({"dataset": d, "seed": seed, **b, "model": n})

@@ -1,4 +1,4 @@
-"""TiRex checkpoints (NX-AI's ``model.ckpt``, the ``tirex-ts`` package's layout) as :class:`xlstmkit.models.tirex.TiRex`.
+"""TiRex checkpoints (NX-AI's ``model.ckpt``, the ``tirex-ts`` layout) as :class:`xlstmkit.models.tirex.TiRex`.
 
     model = load_tirex("model.ckpt")          # a local file: nothing is downloaded
     q, median = model.forecast(series, prediction_length=48)

@@ -1,6 +1,9 @@
-"""Whole models: the paper's LM (`xlstm_lm.py`) and xLSTM-Large, the 7B architecture (the `xlstm_large/` folder).
-The paper's LM is re-exported here; xLSTM-Large is imported on first use (`xlstmkit.models.xLSTMLarge`)."""
+"""Whole models: the paper's LM (`xlstm_lm.py`) and xLSTM-Large, the 7B architecture (the `xlstm_large/` folder),
+the probabilistic forecaster (`forecaster.py`) and TiRex (`tirex.py`). The paper's LM, the forecaster and TiRex are
+re-exported here; xLSTM-Large is imported on first use (`xlstmkit.models.xLSTMLarge`)."""
 
+from .forecaster import ForecasterConfig, xLSTMForecaster
+from .tirex import TiRex, TiRexConfig
 from .xlstm_lm import xLSTMLM
 
 
@@ -12,4 +15,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["xLSTMLM", "xLSTMLarge", "xLSTMLargeConfig"]
+__all__ = ["ForecasterConfig", "TiRex", "TiRexConfig", "xLSTMForecaster", "xLSTMLM", "xLSTMLarge", "xLSTMLargeConfig"]
