@@ -60,6 +60,7 @@ DECILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SCALE_EPS = 1e-5
 CONTEXT_HORIZONS = 4  # default context: this many horizons (ForecasterConfig.for_horizon)
 TOKENS = 16  # default number of patches the context is cut into
+MIN_CONTEXT = 2  # default shortest training context (points)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -398,12 +399,13 @@ class TrainingData:
 
 def training_windows(train_df, config: ForecasterConfig, min_context: int | None = None) -> TrainingData:
     """The window sampler :func:`fit` uses: contexts of ``config.context_length``, targets of ``config.horizon``,
-    cutoffs from ``min_context`` (default ``min(horizon, context_length)``, at least 2) on, and the last window
+    cutoffs from ``min_context`` (default 2: contexts of two points already teach something on short series such as
+    M1's, and were better on its validation windows than a horizon's worth) on, and the last window
     before the test window of every series held out for validation. When no series is long enough for both (e.g.
     36 monthly points and a horizon of 12), training falls back to using that window too, without validation."""
     from ..data.forecasting import WindowSampler
 
-    mc = max(2, min(config.horizon, config.context_length)) if min_context is None else int(min_context)
+    mc = MIN_CONTEXT if min_context is None else int(min_context)
     sampler = WindowSampler(train_df, config.context_length, config.horizon, min_context=mc)
     if sampler.n_windows > 0:
         return TrainingData(sampler, True)
@@ -440,7 +442,7 @@ def fit(train_df, config: ForecasterConfig, fit_config=None, *, steps_per_epoch:
     if validation is None:
         data = training_windows(train_df, config, min_context)
     else:
-        mc = max(2, min(config.horizon, config.context_length)) if min_context is None else int(min_context)
+        mc = MIN_CONTEXT if min_context is None else int(min_context)
         data = TrainingData(WindowSampler(train_df, config.context_length, config.horizon, min_context=mc,
                                           hold_out_validation=False), True)
         if data.sampler.n_windows == 0:
