@@ -142,7 +142,8 @@ def test_forecast_runs_the_native_slstm_loop(monkeypatch):
 
     monkeypatch.setattr(native, "call", counting)
     ours = from_state_dict(_reference().state_dict(), config_from_hparams(HP))
-    ours.forecast(_context(), prediction_length=8)
+    full = torch.randn(3, HP["train_ctx_len"], generator=torch.Generator().manual_seed(0))  # no padding
+    ours.forecast(full, prediction_length=8)
     assert names.count("slstm_forward") == HP["model_config"]["block_kwargs"]["num_blocks"]
 
 
@@ -182,3 +183,22 @@ def test_loader_names_missing_and_unexpected_entries():
     wide = dict(HP, model_config=dict(HP["model_config"], input_ff_dim=32))
     with pytest.raises(ValueError, match="has shape"):
         from_state_dict(ref.state_dict(), config_from_hparams(wide))
+
+
+def test_reusing_the_padding_state_computes_the_same_forecast():
+    ours = from_state_dict(_reference().state_dict(), config_from_hparams(HP))
+    ctx = _context()  # rows with 0, 2 and 0 leading NaN patches of 8 (after the window's own padding: more)
+    rows = [ctx[0], ctx[1, 20:], ctx[2, 41:], ctx[0, 49:]]
+    ctx_b = torch.full((4, 64), float("nan"))
+    for i, r in enumerate(rows):
+        ctx_b[i, 64 - len(r):] = r
+    from xlstmkit.models.forecaster import instance_scale, patch_tokens
+
+    obs = ~torch.isnan(ctx_b)
+    x0 = torch.nan_to_num(ctx_b)
+    loc, scale = instance_scale(x0, obs)
+    tokens = patch_tokens((x0 - loc) / scale, obs, 8)
+    with torch.no_grad():
+        fast = ours.forward_tokens(tokens, last=2)
+        plain = ours.forward_tokens(tokens, last=2, reuse_padding=False)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

@@ -125,12 +125,42 @@ class TiRex(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward_tokens(self, tokens: Tensor, last: int = 1) -> Tensor:
+    def forward_tokens(self, tokens: Tensor, last: int = 1, reuse_padding: bool = True) -> Tensor:
         """tokens (B, N, 2P) -> the scaled quantile predictions of the patches after the last ``last`` tokens,
-        (B, Q, last, P). The output MLP runs on those tokens only (the others' outputs are not needed)."""
+        (B, Q, last, P). The output MLP runs on those tokens only (the others' outputs are not needed).
+
+        ``reuse_padding``: a row's leading tokens that hold no observation (the NaN left padding of a short context)
+        are all the same token, so every block's state after k of them is the same for every series. It is
+        computed once per k (batch 1) and the row's remaining tokens start from it: the same function (the
+        padding still passes through the blocks, as in TiRex), without recomputing the padding for every row.
+        """
+        B, N, _ = tokens.shape
+        lead = (tokens[..., self.config.patch_size:] == 0).all(-1).to(torch.int8).cumprod(1).sum(1)  # (B,)
+        lead = lead.clamp(max=max(N - last, 0))
+        if not reuse_padding or not bool(lead.any()):
+            return self._run(tokens, None, last)
+        out = tokens.new_empty(B, len(self.config.quantiles), last, self.config.patch_size)
+        states, done = None, 0
+        pad = self.input_patch_embedding(tokens.new_zeros(1, 1, tokens.shape[-1]))  # (1, 1, E)
+        for k in sorted(set(lead.tolist())):
+            if k > done:  # advance the padding state from `done` to k tokens (batch 1)
+                x = pad.expand(1, k - done, -1)
+                new = []
+                for i, block in enumerate(self.blocks):
+                    x, st = block(x, None if states is None else states[i])
+                    new.append(st)
+                states, done = new, k
+            rows = torch.nonzero(lead == k)[:, 0]
+            init = None if k == 0 else [type(st)(st.conv.expand(len(rows), *st.conv.shape[1:]),
+                                                 type(st.cell)(*(t.expand(len(rows), *t.shape[1:]).contiguous()
+                                                                 for t in st.cell))) for st in states]
+            out[rows] = self._run(tokens[rows, k:], init, last)
+        return out
+
+    def _run(self, tokens: Tensor, states, last: int) -> Tensor:
         x = self.input_patch_embedding(tokens)
-        for block in self.blocks:
-            x, _ = block(x)
+        for i, block in enumerate(self.blocks):
+            x, _ = block(x, None if states is None else states[i])
         x = self.out_norm(x[:, -last:])
         out = self.output_patch_embedding(x)  # (B, last, Q * P), quantile-major
         B = out.shape[0]
