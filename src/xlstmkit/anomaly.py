@@ -57,7 +57,7 @@ class DetectorConfig:
     mask_above: float | None = field(default=1.5, metadata=_help(
         "second pass: points scoring above this (band widths from the median) are masked in later contexts; "
         "inf: one pass"))
-    steps: int = field(default=600, metadata=_help("training steps at most"))
+    steps: int = field(default=300, metadata=_help("training steps at most"))
     batch_size: int = field(default=64, metadata=_help("windows per training step"))
     time_budget: float | None = field(default=None, metadata=_help("stop training after this many seconds"))
     seed: int = field(default=0, metadata=_help("seed of the weights and windows"))
