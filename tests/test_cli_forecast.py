@@ -64,3 +64,13 @@ def test_forecast_errors_are_one_line_with_status_2(argv, message, capsys, tmp_p
     code = main(["forecast", *argv, "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_csv_with_a_missing_time_is_a_one_line_error(capsys, tmp_path):
+    csv = tmp_path / "long.csv"
+    csv.write_text("unique_id,ds,y\na,2020-01-01,1\na,2020-02-01,2\na,2020-04-01,3\na,2020-05-01,4\n"
+                   "a,2020-06-01,5\n")
+    code = main(["forecast", "--dataset", str(csv), "--freq", "MS", "--horizon", "2", "--out", str(tmp_path / "o"),
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "has a gap: no row for 2020-03-01" in err and len(err.splitlines()) == 1

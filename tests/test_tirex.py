@@ -202,3 +202,21 @@ def test_reusing_the_padding_state_computes_the_same_forecast():
         fast = ours.forward_tokens(tokens, last=2)
         plain = ours.forward_tokens(tokens, last=2, reuse_padding=False)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_forecasts_zero_shot_from_a_checkpoint(tmp_path, capsys):
+    import json
+
+    from xlstmkit.cli import main
+
+    path = tmp_path / "model.ckpt"
+    _save_checkpoint(_reference(), path)
+    js = tmp_path / "r.json"
+    code = main(["forecast", "--dataset", "airline", "--model", "tirex", "--checkpoint", str(path), "--json", str(js),
+                 "--out", str(tmp_path / "run"), "--no-progress", "--no-plot"])
+    assert code == 0, capsys.readouterr().err
+    r = json.loads(js.read_text())
+    assert r["model"] == "TiRex" and r["horizon"] == 12 and r["mase"] > 0 and 0 <= r["coverage_80"] <= 1
+    code = main(["forecast", "--dataset", "airline", "--model", "tirex", "--checkpoint", str(path), "--quantiles",
+                 "0.05", "--out", str(tmp_path / "run2"), "--no-progress"])
+    assert code == 2 and "fixed levels" in capsys.readouterr().err
