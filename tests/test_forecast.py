@@ -139,6 +139,24 @@ def test_rollout_beyond_the_trained_horizon_on_sampled_paths():
     assert not torch.equal(model.forecast(x, horizon=8, num_samples=64, seed=6), q)
 
 
+def test_calibration_widens_overconfident_intervals_by_the_pinball_loss():
+    model = _model()
+    x = _series(64, seed=3)
+    g = torch.Generator().manual_seed(4)
+    q = model(x)
+    med = q[..., 4]
+    target = med + 8.0 * (q[..., 8] - q[..., 0]) * torch.randn(med.shape, generator=g, dtype=torch.float64)
+    levels = model.levels.double()
+    before = quantile_loss(q, target, levels).item()
+    spread = model.calibrate(x, None, target, None)
+    assert spread > 2.0 and model.spread.item() == spread
+    after = model(x)
+    assert quantile_loss(after, target, levels).item() < before
+    torch.testing.assert_close(after[..., 4], med)  # the median does not move
+    assert (after.diff(dim=-1) >= 0).all()
+    assert "spread" in model.state_dict()
+
+
 def test_interpolated_quantile_function_hits_the_levels_and_extrapolates_linearly():
     levels = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
     values = torch.tensor([[1.0, 2.0, 4.0]], dtype=torch.float64)
@@ -179,7 +197,7 @@ def test_fit_and_predict_a_global_model_on_long_format_data():
     train, test = data.split()
     cfg = ForecasterConfig(horizon=4, context_length=12, patch_size=3, **TINY)
     model, result = fit(train, cfg, FitConfig(max_steps=6, batch_size=8, seed=0), steps_per_epoch=3)
-    assert result.steps == 6 and result.best_val_loss is not None
+    assert result.steps == 6 and result.best_val_loss is not None and 0.5 <= model.spread.item() <= 4.0
     fc = predict(model, train, 4, data.freq)
     assert list(fc.columns[:3]) == ["unique_id", "ds", "point"] and len(fc) == 4 * 4
     assert fc.filter(regex="^q").shape[1] == 9 and np.isfinite(fc.filter(regex="^q").to_numpy()).all()
@@ -191,7 +209,7 @@ def test_fit_and_predict_a_global_model_on_long_format_data():
 def test_series_too_short_for_a_validation_window_train_without_one():
     from xlstmkit.data.forecasting import from_arrays
 
-    data = from_arrays([np.arange(20.0)], freq="MS", horizon=6)
+    data = from_arrays([np.arange(16.0)], freq="MS", horizon=6)
     train, _ = data.split()
     td = training_windows(train, ForecasterConfig(horizon=6, context_length=12, patch_size=3))
     assert not td.validation and "without early stopping" in td.note and td.sampler.n_windows > 0
