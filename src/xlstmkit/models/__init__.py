@@ -1,8 +1,11 @@
 """Whole models: the paper's LM (`xlstm_lm.py`), xLSTM-Large, the 7B architecture (the `xlstm_large/` folder), the
-sequence backbone with its classification, regression and tagging heads (`sequence.py`) and Vision-LSTM
-(`vision_lstm.py`). The paper's LM and the sequence models are re-exported here; xLSTM-Large and Vision-LSTM are
-imported on first use (`xlstmkit.models.xLSTMLarge`, `xlstmkit.models.VisionLSTM`)."""
+sequence backbone with its classification, regression and tagging heads (`sequence.py`), the probabilistic forecaster
+(`forecaster.py`), TiRex (`tirex.py`) and Vision-LSTM (`vision_lstm.py`). All but xLSTM-Large and Vision-LSTM are
+re-exported here; those two are imported on first use (`xlstmkit.models.xLSTMLarge`, `xlstmkit.models.VisionLSTM`)."""
+
+from .forecaster import ForecasterConfig, xLSTMForecaster
 from .sequence import SequenceBackbone, SequenceClassifier, SequenceConfig, SequenceRegressor, SequenceTagger
+from .tirex import TiRex, TiRexConfig
 from .xlstm_lm import xLSTMLM
 
 _VISION = ("VisionLSTM", "VisionLSTMConfig", "vil_config", "VIL_PRESETS")
@@ -20,5 +23,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["SequenceBackbone", "SequenceClassifier", "SequenceConfig", "SequenceRegressor", "SequenceTagger", "xLSTMLM",
-           "xLSTMLarge", "xLSTMLargeConfig", *_VISION]
+__all__ = ["ForecasterConfig", "SequenceBackbone", "SequenceClassifier", "SequenceConfig", "SequenceRegressor",
+           "SequenceTagger", "TiRex", "TiRexConfig", "xLSTMForecaster", "xLSTMLM", "xLSTMLarge", "xLSTMLargeConfig",
+           *_VISION]
