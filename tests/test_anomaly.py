@@ -3,7 +3,6 @@ and the evaluation. Tiny configs, a few training steps; no network."""
 
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
@@ -12,14 +11,7 @@ from xlstmkit.anomaly import DetectorConfig, ForecastDetector, evaluate, most_an
 from xlstmkit.data.anomaly import AnomalySeries
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
+pytestmark = pytest.mark.usefixtures("no_network")  # data must load offline (the fixture is in conftest.py)
 
 def _sine_with_spike(n: int = 400, at: int = 300) -> AnomalySeries:
     rng = np.random.default_rng(0)

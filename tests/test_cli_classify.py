@@ -5,8 +5,6 @@ size, `classify bench` (table beside the published accuracies, resumed without r
 from __future__ import annotations
 
 import json
-import socket
-import urllib.request
 
 import numpy as np
 import pytest
@@ -16,18 +14,6 @@ from xlstmkit.cli import main  # noqa: E402
 from xlstmkit.commands.classify import PUBLISHED, Recipe, build_baseline, load_data, xlstm_params  # noqa: E402
 
 FAST = ["--max-steps", "20", "--no-progress", "--threads", "1", "--depth", "1", "--embedding-dim", "32"]
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection or a URL fails loudly."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
 def _tone(freq: float, seconds: float, sr: int) -> np.ndarray:

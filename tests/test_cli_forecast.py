@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pandas as pd
 import pytest
@@ -11,14 +10,7 @@ import pytest
 from xlstmkit.cli import main
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
+pytestmark = pytest.mark.usefixtures("no_network")  # data must load offline (the fixture is in conftest.py)
 
 def _wide_csv(path):
     """Three monthly series, wide layout, empty cells inside (missing values) and a late-starting series."""

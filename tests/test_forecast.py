@@ -3,7 +3,6 @@ left padding, the sampled-path rollout, and a tiny fit/predict over long-format 
 
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
@@ -16,14 +15,7 @@ from xlstmkit.models.forecaster import (ForecasterConfig, check_quantiles, fit, 
 TINY = dict(embedding_dim=16, num_heads=2, embed_hidden=16, head_hidden=16)
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
+pytestmark = pytest.mark.usefixtures("no_network")  # data must load offline (the fixture is in conftest.py)
 
 def _model(seed: int = 0, **kw) -> xLSTMForecaster:
     torch.manual_seed(seed)

@@ -8,7 +8,6 @@ rounding. With the package as shipped they agree to bf16 tolerance.
 
 from __future__ import annotations
 
-import socket
 import types
 
 import pytest
@@ -28,14 +27,7 @@ HP = {"model_config": {"input_patch_size": 8, "output_patch_size": 8, "quantiles
       "train_ctx_len": 64}
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
+pytestmark = pytest.mark.usefixtures("no_network")  # data must load offline (the fixture is in conftest.py)
 
 def _reference(seed: int = 1):
     """tirex-ts's TiRexZero with seeded random weights (norm scales near 1, the rest small)."""
