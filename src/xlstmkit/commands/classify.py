@@ -283,39 +283,6 @@ def _minirocket_params(model) -> int | None:
     return int(ridge.coef_.size + ridge.intercept_.size)
 
 
-def plot_confusion(cm, class_names: list[str], title: str, path: Path) -> bool:
-    """The confusion matrix (rows: true class, columns: predicted) as a PNG; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    import numpy as np
-
-    from ..train.metrics import save_figure
-
-    cm = np.asarray(cm)
-    K = len(class_names)
-    size = min(12.0, 3.5 + 0.45 * K)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    for i in range(K):
-        for j in range(K):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
-    ax.set_xticks(range(K), [str(c)[:12] for c in class_names], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(K), [str(c)[:12] for c in class_names], fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return True
-
-
 class _EpochProgress:
     """Per-epoch progress (a tqdm bar on a terminal, else a line now and then) with the train and validation loss."""
 
@@ -442,8 +409,10 @@ def _run(args, recipe: Recipe, data, full, run_dir: Path, device: str) -> int:
     result["class_names"] = list(map(str, data.class_names))
     png = run_dir / "confusion_matrix.png"
     title = f"{data.name}, {args.model}\naccuracy {result['test_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}"
+    from ..train.metrics import plot_confusion
+
     result["confusion_matrix_png"] = str(png) if plot_confusion(result["confusion_matrix"], result["class_names"],
-                                                                title, png) else None
+                                                                png, title) else None
     text = json.dumps(result, indent=1).encode("utf-8")
     atomic_write_bytes(run_dir / "results.json", text)
     if args.json:

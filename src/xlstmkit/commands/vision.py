@@ -341,47 +341,6 @@ def evaluate(model, x, y, mean, std, *, num_classes: int, batch_size: int = 256,
                       len(y) / max(seconds, 1e-9))
 
 
-def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> bool:
-    """The confusion matrix as a PNG (rows: true class, columns: predicted; counts in the cells up to 30 classes);
-    False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    import numpy as np
-
-    from ..train.checkpoint import atomic_write_bytes
-
-    m = np.asarray(confusion)
-    n = len(classes)
-    size = min(12.0, 2.5 + 0.45 * n)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(m, cmap="Blues")
-    ticks = range(n)
-    labels = [c if len(c) <= 14 else c[:13] + "…" for c in classes]
-    ax.set_xticks(ticks, labels if n <= 40 else [""] * n, rotation=90 if n > 10 else 0)
-    ax.set_yticks(ticks, labels if n <= 40 else [""] * n)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    if n <= 30:
-        top = m.max() if m.size else 0
-        for i in range(n):
-            for j in range(n):
-                if m[i, j]:
-                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if m[i, j] > top / 2 else "black")
-    ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return True
-
-
 # -- training ----------------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -664,7 +623,7 @@ class VisionTrainer:
     def finish(self) -> VisionResult:
         from .. import runs
         from ..train.checkpoint import atomic_write_bytes, save_weights
-        from ..train.metrics import plot_loss_curve
+        from ..train.metrics import plot_confusion, plot_loss_curve
 
         run_dir, d = self.run_dir, self.data
         result = VisionResult(run_dir, self.step, self.stopped_by, self.train_seconds, None, self.n_params)
@@ -923,6 +882,8 @@ def _eval(args) -> int:
     res = evaluate(model.to(device), x, y, data["mean"], data["std"], num_classes=len(data["classes"]),
                    device=device, dtype=dtype)
     run_dir = Path(args.run)
+    from ..train.metrics import plot_confusion
+
     plot_confusion(res.confusion, data["classes"], run_dir / CONFUSION_PLOT,
                    f"{name}: test accuracy {res.accuracy:.3f} ({len(y)} images)")
     params = sum(p.numel() for p in model.parameters())
