@@ -3,7 +3,7 @@
     model = load_tirex("model.ckpt")                  # xlstmkit.interop.tirex: the published checkpoint layout
     quantiles, median = model.forecast(context, prediction_length=64)     # (B, 64, 9), (B, 64)
 
-**The architecture** (docs/forecasting.md; reference/applications.md section 2):
+**The architecture** (docs/forecasting.md):
 
 1. The context is cut to its last ``train_ctx_len`` (2048) points and left-padded with missing values (NaN) to
    that length: the model always reads 64 tokens of 32 points.

@@ -63,8 +63,8 @@ def _native_step(q, k, v, i, f, state, eps: float, forget_gate: ForgetGate) -> t
     h = torch.empty(B, NH, DV, dtype=q.dtype)
     native.call(lib, "mlstm_step", q.dtype, (B * NH, DQK, DV, forget_gate == "exp", eps),
                 (*(t.contiguous() for t in (q, k, v, i, f, C, n, m)), C1, n1, m1, h))
-    # the C code is compiled with -ffast-math (it assumes finite numbers): where a gate, m or n was infinite or NaN
-    # its n or m comes out non-finite, and the PyTorch step gives those their documented meaning instead
+    # the C code computes the plain IEEE recurrence: where a gate, m or n was infinite or NaN its n or m comes out
+    # non-finite (inf - inf), and the PyTorch step gives those inputs their documented meaning instead
     return (h, MLSTMState(C1, n1, m1)) if _finite(n1, m1) else None
 
 
