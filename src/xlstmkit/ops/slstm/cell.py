@@ -56,13 +56,20 @@ def stabiliser(lm: Tensor, i: Tensor, n_prev: Tensor) -> Tensor:
     return torch.where(n_prev == 0, i, torch.maximum(lm, i)).clamp(fin.min, fin.max).detach()
 
 
+def _clip_at_zero(x: Tensor) -> Tensor:
+    """min(x, 0) whose gradient is 1 at x = 0 (where the gate's exponent usually is: m_t = i~ makes i~ - m_t = 0
+    exactly) and 0 only where the clip is active. Written with `torch.where` because the gradient of `clamp` at
+    its bound is a convention that changed between PyTorch releases (1 up to 2.13, 0 from 2.14)."""
+    return torch.where(x > 0, 0.0, x)
+
+
 def slstm_cell(i: Tensor, f: Tensor, z: Tensor, o: Tensor, c: Tensor, n: Tensor, m: Tensor,
                forget_gate: ForgetGate) -> SLSTMState:
     """The step of the module docstring on total pre-activations i, f, z, o and state c, n, m (any one shape)."""
     lm = log_forget(f, forget_gate) + m.detach()
     m_new = stabiliser(lm, i, n)
-    ip = torch.exp(torch.clamp(i - m_new, max=0.0))
-    fp = torch.exp(torch.clamp(lm - m_new, max=0.0))
+    ip = torch.exp(_clip_at_zero(i - m_new))
+    fp = torch.exp(_clip_at_zero(lm - m_new))
     c_new = fp * c + ip * torch.tanh(z)
     n_new = fp * n + ip
     empty = n_new == 0
