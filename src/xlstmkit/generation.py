@@ -208,6 +208,9 @@ class GenerationMixin:
         # models with a `decode_step(tokens (B,), state) -> (logits (B, V), state)` step through it; others through
         # forward on one token
         decode_step = getattr(self, "decode_step", None)
+        # after its first step the loop owns the state: the model may then write each new state over the last
+        # (`reuse_state`, the native decoders: no state buffer allocated or copied per token)
+        reuse = decode_step is not None and not compile
         if compile and decode_step is not None:
             decode_step = compiled_decode_step(self)
         try:
@@ -231,7 +234,9 @@ class GenerationMixin:
                     if bool(finished.all()):
                         return
                 if step + 1 < max_new_tokens:
-                    if decode_step is not None:
+                    if reuse:
+                        logits, state = decode_step(token, state, reuse_state=step > 0)
+                    elif decode_step is not None:
                         logits, state = decode_step(token, state)
                     else:
                         logits, state = self(token[:, None], state=state, return_state=True)
