@@ -9,6 +9,7 @@ prompts) and `config.vocab_size`; models with `decode_step(tokens, state)` (xLST
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 import weakref
@@ -157,6 +158,15 @@ def _last_real(logits: Tensor, mask: Tensor) -> Tensor:
     return logits[torch.arange(logits.shape[0], device=logits.device), last]
 
 
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    """Whether `fn` accepts the keyword argument `name` (explicitly or through **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 class GenerationMixin:
     """`generate` and `stream` for recurrent language models."""
 
@@ -210,7 +220,8 @@ class GenerationMixin:
         decode_step = getattr(self, "decode_step", None)
         # after its first step the loop owns the state: the model may then write each new state over the last
         # (`reuse_state`, the native decoders: no state buffer allocated or copied per token)
-        reuse = decode_step is not None and not compile
+        # (only models whose decode_step takes the keyword: a user's model keeps the two-argument form)
+        reuse = decode_step is not None and not compile and _takes_keyword(decode_step, "reuse_state")
         if compile and decode_step is not None:
             decode_step = compiled_decode_step(self)
         try:

@@ -25,9 +25,11 @@ state, uses it: no buffer is allocated or copied per token); by default the give
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -57,6 +59,29 @@ FMT_SAME, FMT_BF16, FMT_I8 = 0, 1, 2
 STATUS = {1: "the decoding plan does not match its arrays", 2: "a token id is outside the vocabulary",
           3: "the weight format does not match its scales"}
 ALIGN = 64  # every packed array starts on a cache line
+_enabled: bool | None = None  # use_native_decode's override of XLSTMKIT_NATIVE_DECODE
+
+
+def native_decode_enabled() -> bool:
+    """Whether decode_step may take the native path: `use_native_decode`'s setting inside its block, else the
+    environment (XLSTMKIT_NATIVE_DECODE=0 turns the native decoders off; XLSTMKIT_NATIVE=0 turns off every native
+    routine, these included)."""
+    if _enabled is not None:
+        return _enabled
+    return os.environ.get("XLSTMKIT_NATIVE_DECODE", "1") != "0"
+
+
+@contextlib.contextmanager
+def use_native_decode(enabled: bool) -> Iterator[None]:
+    """Turn the native decoders on or off inside a `with` block (off: decode_step runs the PyTorch step, which
+    still uses the ops' native one-token cells where they apply; `ops.native.use_native(False)` turns those off
+    too). For comparisons, benchmarks and debugging."""
+    global _enabled
+    previous, _enabled = _enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = previous
 
 
 class NativeState(tuple):
@@ -267,7 +292,10 @@ def lm_pack(model: xLSTMLM, dtype: torch.dtype) -> LMPack:
 
 
 def _context_allows(model: nn.Module, tokens: Tensor) -> bool:
-    """The checks that cost nothing: CPU tokens, no torch.compile tracing, no autocast, no active dropout."""
+    """The checks that cost nothing: switched on, CPU tokens, no torch.compile tracing, no autocast, no active
+    dropout."""
+    if not native_decode_enabled():
+        return False
     if tokens.device.type != "cpu" or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
     return not (model.training and getattr(model.config, "dropout", 0.0) > 0)
@@ -485,4 +513,5 @@ def large_decode_step(model: xLSTMLarge, tokens: Tensor, state: Sequence[MLSTMSt
     return logits, tuple(new_states)
 
 
-__all__ = ["LMPack", "NativeState", "large_decode_step", "lm_decode_step", "lm_pack", "native_dtype", "pack_lm"]
+__all__ = ["LMPack", "NativeState", "large_decode_step", "lm_decode_step", "lm_pack", "native_decode_enabled",
+           "native_dtype", "pack_lm", "use_native_decode"]
