@@ -91,6 +91,18 @@ class NativeState(tuple):
     flat: Tensor
     decoder: LMPack
 
+    def __reduce__(self):
+        """Copied or pickled, a NativeState becomes the plain tuple it shows (copy.deepcopy, torch.save): the copy
+        owns its tensors and never aliases the original's buffer."""
+        return (tuple, (tuple(self),))
+
+
+# pytree (torch.utils._pytree.tree_leaves / tree_map, torch.compile, torch.testing) sees the tuple's entries;
+# unflattened it is a plain tuple
+torch.utils._pytree.register_pytree_node(
+    NativeState, lambda s: (list(s), None), lambda children, context: tuple(children),
+    serialized_type_name="xlstmkit.models.native_decode.NativeState")
+
 
 def weight_sources(module: nn.Module) -> list[Tensor]:
     """Every parameter and buffer of `module` as registered now (the cache key of a pack), listed in a few
