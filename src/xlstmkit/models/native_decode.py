@@ -128,10 +128,13 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _raise_status(status: Tensor, what: str) -> None:
+def _raise_status(status: Tensor, what: str, tokens: Tensor | None = None, vocab: int | None = None) -> None:
     code, detail = (int(v) for v in status.tolist())
     if code == 2:
-        raise IndexError(f"{what}: token id in batch row {detail} is outside the vocabulary")
+        token = "" if tokens is None else f" {int(tokens[detail])}"
+        limit = "" if vocab is None else f" [0, {vocab})"
+        raise IndexError(f"{what}: token id{token} in batch row {detail} is outside the vocabulary{limit}; "
+                         "check the tokenizer matches the model's vocab_size")
     raise ValueError(f"{what}: {STATUS.get(code, f'native status {code}')} (at plan entry {detail}); "
                      "call model.clear_decode_cache() if the model was edited in a way the cache cannot see")
 
@@ -188,8 +191,12 @@ class _Blob:
         return torch.cat(self.parts) if self.parts else torch.zeros(ALIGN, dtype=torch.uint8)
 
 
-def _norm_scale(norm: nn.Module) -> Tensor:
-    return norm.scale().float() if norm.weight.dtype == torch.bfloat16 else norm.scale()
+def _norm_scale(norm: nn.Module, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A norm's effective scale (`norm.scale()`: 1 + w or w) computed in the compute dtype from its weight as
+    stored: for a bfloat16 weight, 1 + w is formed in float32 (computing it in bfloat16 would round it a second
+    time, changing the function the stored weights define)."""
+    w = norm.weight.detach().to(torch.promote_types(norm.weight.dtype, dtype))
+    return 1.0 + w if getattr(norm, "residual_weight", False) else w
 
 
 class LMPack(NamedTuple):
@@ -402,7 +409,7 @@ def lm_decode_step(model: xLSTMLM, tokens: Tensor, state, reuse_state: bool = Fa
                 (B, pack.plan.numel(), pack.blob.numel(), out_flat.numel(), pack.vocab, scratch.numel(), _threads()),
                 (pack.plan, pack.blob, tokens, flat, out_flat, logits, scratch, status))
     if status[0].item():
-        _raise_status(status, "decode_step")
+        _raise_status(status, "decode_step", tokens, model.embedding.weight.shape[0])
     if reuse_state and state is not None:
         return logits, state  # the same views now show the new state
     return logits, _state_views(pack, out_flat, B)
@@ -445,10 +452,10 @@ def _build_large_block(block, dtype: torch.dtype) -> _LargeBlockArgs | None:
     wif = torch.cat([layer.igate_preact.weight.detach(), layer.fgate_preact.weight.detach()]).to(dtype)
     bif = torch.cat([layer.igate_preact.bias.detach(), layer.fgate_preact.bias.detach()]).to(dtype)
     (q, k, v, o, out, g, u, d) = mats
-    arrays = (small(block.norm_mlstm.scale()), small(block.norm_mlstm.bias),
+    arrays = (small(_norm_scale(block.norm_mlstm, dtype)), small(block.norm_mlstm.bias),
               *q[1:], *k[1:], *v[1:], *o[1:], wif.contiguous(), bif.contiguous(),
-              small(layer.multihead_norm.scale()), small(layer.multihead_norm.bias), *out[1:],
-              small(block.norm_ffn.scale()), small(block.norm_ffn.bias), *g[1:], *u[1:], *d[1:])
+              small(_norm_scale(layer.multihead_norm, dtype)), small(layer.multihead_norm.bias), *out[1:],
+              small(_norm_scale(block.norm_ffn, dtype)), small(block.norm_ffn.bias), *g[1:], *u[1:], *d[1:])
     return _LargeBlockArgs(wbs.pop(), arrays)
 
 
@@ -461,7 +468,7 @@ def _large_head_args(model: xLSTMLarge, dtype: torch.dtype):
     def build():
         wb, w, scale, bias = _matrix_args(model.lm_head, dtype)
         norm = model.out_norm
-        scale_n = None if norm is None else norm.scale().detach().to(dtype).contiguous()
+        scale_n = None if norm is None else _norm_scale(norm, dtype).to(dtype).contiguous()
         bias_n = None if norm is None or norm.bias is None else norm.bias.detach().to(dtype)
         return wb, w, scale, bias, scale_n, bias_n
     sources = weight_sources(model.lm_head) + ([] if model.out_norm is None else weight_sources(model.out_norm))
