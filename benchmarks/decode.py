@@ -148,8 +148,8 @@ def main() -> None:
         f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}; Python "
         f"{platform.python_version()}.",
         f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`; greedy from a one-token prompt, "
-        f"{args.tokens} tokens per repeat at batch 1 (fewer at larger batches, same token count), medians of "
-        f"{args.repeats} interleaved repeats after one warm-up.",
+        f"{args.tokens} tokens per repeat (at batch B > 8: {args.tokens} x 8 / B, at least 8), medians of "
+        f"{args.repeats} interleaved repeats after one warm-up; tokens/s counts every batch row.",
         "",
     ]
     for B in batches:
