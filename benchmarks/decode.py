@@ -111,7 +111,8 @@ def loops(off, ours, bf16, int8, B: int, n: int) -> dict:
 
     return {"official xlstm step()": official, "xlstmkit PyTorch decode_step": ours_loop(ours, False),
             "xlstmkit native, float32 weights": ours_loop(ours, True), "xlstmkit generate() (native f32)": generate,
-            "xlstmkit native, bf16 weights": ours_loop(bf16, True), "xlstmkit native, int8 weights": ours_loop(int8, True)}
+            "xlstmkit native, bf16 weights": ours_loop(bf16, True),
+            "xlstmkit native, int8 weights": ours_loop(int8, True)}
 
 
 def main() -> None:
@@ -123,6 +124,9 @@ def main() -> None:
     ap.add_argument("--pattern", default="xLSTM[7:1]")
     ap.add_argument("--blocks", type=int, default=6)
     ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--prefill", type=int, default=0, metavar="T",
+                    help="instead of decoding: time consuming a T-token prompt (last logits), official step() loop vs "
+                         "xlstmkit forward (chunkwise) and native stepping, at the first --threads count")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "decode.md"))
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
@@ -147,11 +151,44 @@ def main() -> None:
         f"difference to the official forward {diff:.1e}).",
         f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}; Python "
         f"{platform.python_version()}.",
-        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`; greedy from a one-token prompt, "
-        f"{args.tokens} tokens per repeat (at batch B > 8: {args.tokens} x 8 / B, at least 8), medians of "
-        f"{args.repeats} interleaved repeats after one warm-up; tokens/s counts every batch row.",
+        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`; "
+        + (f"the time to consume the prompt and give its last logits" if args.prefill else
+           f"greedy from a one-token prompt, {args.tokens} tokens per repeat (at batch B > 8: {args.tokens} x 8 / B, "
+           f"at least 8), tokens/s counting every batch row")
+        + f"; medians of {args.repeats} interleaved repeats after one warm-up.",
         "",
     ]
+    if args.prefill:
+        T, t = args.prefill, threads[0]
+        torch.set_num_threads(t)
+        prompt = torch.randint(0, V, (1, T), generator=torch.Generator().manual_seed(2))
+
+        @torch.no_grad()
+        def official_steps() -> None:
+            state = None
+            for i in range(T):
+                _, state = off.step(prompt[:, i:i + 1], state=state)
+
+        @torch.inference_mode()
+        def ours_forward() -> None:
+            ours(prompt, return_state=True)
+
+        @torch.inference_mode()
+        def native_steps() -> None:
+            state = None
+            for i in range(T):
+                _, state = ours.decode_step(prompt[:, i], state, reuse_state=i > 0)
+
+        before = load()
+        sec = interleave({"official xlstm step() loop": official_steps, "xlstmkit forward (chunkwise)": ours_forward,
+                          "xlstmkit native step loop": native_steps}, args.repeats)
+        base = sec["official xlstm step() loop"]
+        lines += [f"## prefill of a {T}-token prompt, batch 1, {t} thread{'s' if t > 1 else ''}", "",
+                  f"Load average (1/5/15 min) before: {before}; after: {load()}.", "",
+                  "| implementation | seconds | tokens/s | vs official step() loop |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {s:.3f} | {T / s:,.0f} | {base / s:.1f}x |" for name, s in sec.items()]
+        print("\n".join(lines), flush=True)
+        batches = []
     for B in batches:
         n = max(8, args.tokens // max(1, B // 8)) if B > 1 else args.tokens
         for t in threads:
