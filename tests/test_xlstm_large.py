@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import perturb_xlstm_large_
 
+from xlstmkit.models.native_decode import use_native_decode
 from xlstmkit.models.xlstm_large import xLSTMLarge, xLSTMLargeConfig
 from xlstmkit.ops.mlstm import MLSTMState
 
@@ -250,7 +251,7 @@ def test_fused_decode_step_agrees_with_the_sequence_forward_in_float64(changes):
                     p.add_(0.3 * torch.randn_like(p))
     ids = torch.randint(0, 61, (3, 14))
     ref, ref_state = _decode_reference(model, ids, 5)
-    with torch.no_grad():
+    with torch.no_grad(), use_native_decode(False):  # the PyTorch fused step (the native one: test_decode_native)
         _, state = model(ids[:, :5], return_state=True)
         before = [t.clone() for st in state for t in st]
         out = []
@@ -333,7 +334,7 @@ def test_decode_step_without_the_fused_copy_for_large_models_and_bf16():
     model = randomised(tiny(), seed=12)
     ids = torch.randint(0, 61, (2, 5))
     ref = _decode_reference(model, ids, 4)[0][:, 0]
-    with torch.no_grad():
+    with torch.no_grad(), use_native_decode(False):
         state = model(ids[:, :4], return_state=True)[1]
         assert torch.allclose(model.decode_step(ids[:, 4], state)[0], ref, atol=1e-5)
         model.decode_cache_max_bytes = 0  # too big to hold twice: decode through forward, and free the copy
@@ -392,7 +393,7 @@ def test_fused_and_plain_models_compute_the_same_function(changes):
     for model in (plain, fused):
         logits, state = model(ids, return_state=True)
         grads = torch.autograd.grad(logits.logsumexp(-1).mean(), list(model.parameters()))
-        with torch.no_grad():
+        with torch.no_grad(), use_native_decode(False):
             steps, st = [], state
             for t in range(3):
                 out, st = model.decode_step(ids[:, t], st)

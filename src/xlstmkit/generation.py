@@ -9,6 +9,7 @@ prompts) and `config.vocab_size`; models with `decode_step(tokens, state)` (xLST
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 import weakref
@@ -157,6 +158,15 @@ def _last_real(logits: Tensor, mask: Tensor) -> Tensor:
     return logits[torch.arange(logits.shape[0], device=logits.device), last]
 
 
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    """Whether `fn` accepts the keyword argument `name` (explicitly or through **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 class GenerationMixin:
     """`generate` and `stream` for recurrent language models."""
 
@@ -208,6 +218,10 @@ class GenerationMixin:
         # models with a `decode_step(tokens (B,), state) -> (logits (B, V), state)` step through it; others through
         # forward on one token
         decode_step = getattr(self, "decode_step", None)
+        # after its first step the loop owns the state: the model may then write each new state over the last
+        # (`reuse_state`, the native decoders: no state buffer allocated or copied per token)
+        # (only models whose decode_step takes the keyword: a user's model keeps the two-argument form)
+        reuse = decode_step is not None and not compile and _takes_keyword(decode_step, "reuse_state")
         if compile and decode_step is not None:
             decode_step = compiled_decode_step(self)
         try:
@@ -231,7 +245,9 @@ class GenerationMixin:
                     if bool(finished.all()):
                         return
                 if step + 1 < max_new_tokens:
-                    if decode_step is not None:
+                    if reuse:
+                        logits, state = decode_step(token, state, reuse_state=step > 0)
+                    elif decode_step is not None:
                         logits, state = decode_step(token, state)
                     else:
                         logits, state = self(token[:, None], state=state, return_state=True)

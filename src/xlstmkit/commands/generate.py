@@ -3,6 +3,11 @@ config.json, safetensors weights and tokenizer.json), streaming the text as it i
 
     xlstmkit generate --run runs/20260101-120000 --prompt "def main(" --max-new-tokens 300 --temperature 0.8 --top-k 40
     xlstmkit generate --run runs/notes --prompt "Once" --temperature 0     # greedy
+    xlstmkit generate --run runs/notes --prompt "Once" --weights int8       # int8 weights, float32 states
+
+--weights converts the loaded weights for serving (docs/inference.md): bf16 halves their bytes, int8 quarters the
+large projections' (one scale per output channel); states and arithmetic stay float32 and the native decoders read
+the narrow weights directly. (--dtype is the engine's autocast setting, a different thing: bfloat16 activations.)
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
     parser.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass in (0, 1]")
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    parser.add_argument("--weights", default="float32", choices=("float32", "bf16", "int8"),
+                        help="weight storage for generation: float32 (as trained), bf16 or int8 (weight-only, "
+                             "per-channel scales); states stay float32 (default float32)")
     add_engine_flags(parser)
 
 
@@ -42,6 +50,10 @@ def main(args: argparse.Namespace) -> int:
     warn = lambda msg: print(f"warning: {msg}", file=sys.stderr)  # noqa: E731
     loaded = runs.load_model(args.run, warn=warn)
     model = loaded.model.to(device)
+    if args.weights != "float32":
+        from ..quantize import quantize_
+
+        quantize_(model, args.weights)
     eos = getattr(model.config, "eos_token_id", None)  # the 7B architecture stops at its end-of-text token
     if args.top_k is not None and args.top_k > loaded.tokenizer.vocab_size:
         raise ValueError(f"--top-k {args.top_k} is larger than the vocabulary ({loaded.tokenizer.vocab_size})")

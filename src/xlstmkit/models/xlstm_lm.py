@@ -26,6 +26,7 @@ from ..generation import GenerationMixin, check_attention_mask, check_input_ids,
 from ..nn.block_stack import BlockState, xLSTMBlockStack
 from ..nn.init import small_init_
 from ..nn.weight_cache import clear_derived
+from . import native_decode
 
 State = tuple[BlockState, ...]
 
@@ -73,11 +74,21 @@ class xLSTMLM(GenerationMixin, nn.Module):
         logits = self.head(x)
         return (logits, new_state) if return_state else logits
 
-    def decode_step(self, tokens: Tensor, state: Sequence[BlockState] | None = None) -> tuple[Tensor, State]:
+    def decode_step(self, tokens: Tensor, state: Sequence[BlockState] | None = None, *,
+                    reuse_state: bool = False) -> tuple[Tensor, State]:
         """One token per row, tokens (B,) -> logits (B, vocab_size), new state: the numbers of
         `forward(tokens[:, None], state, return_state=True)` through each block's one-token `step` (generation's hot
-        path; shapes are checked, token values are bounds-checked by the embedding)."""
+        path; shapes are checked, token values are bounds-checked).
+
+        For inference on a CPU (no autograd graph to record, no autocast, no active dropout) the whole step is one
+        native call (models/native_decode.py, docs/inference.md); it computes the same numbers to rounding and
+        returns the state as a `NativeState` (the same tuple, its tensors views of one buffer). `reuse_state=True`
+        lets that step overwrite `state` in place instead of returning a new one (generation's loop); otherwise the
+        given state is never modified."""
         check_tokens(tokens)
+        out = native_decode.lm_decode_step(self, tokens, state, reuse_state)
+        if out is not None:
+            return out
         x = self.embedding_dropout(self.embedding(tokens))  # (B, E)
         x, new_state = self.stack.step(x, state)
         return self.head(x), new_state

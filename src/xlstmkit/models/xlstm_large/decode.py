@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn.weight_cache import cached_derived, current_parameters
+from ...nn.weight_cache import cached_derived
 from ...ops.mlstm import MLSTMState
+from ..native_decode import weight_sources
 from .config import xLSTMLargeConfig
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def fused_decode_step(model: xLSTMLarge, tokens: Tensor, state: tuple[MLSTMState
 
 def _head_weights(model: xLSTMLarge) -> _DecodeHead:
     c = model.config
-    sources = [model.lm_head.weight] + ([] if model.out_norm is None else current_parameters(model.out_norm))
+    sources = weight_sources(model.lm_head) + ([] if model.out_norm is None else weight_sources(model.out_norm))
 
     def build() -> _DecodeHead:
         cap = 1.0 if c.output_logit_soft_cap is None else c.output_logit_soft_cap
@@ -118,7 +119,7 @@ def _head_weights(model: xLSTMLarge) -> _DecodeHead:
 
 
 def _block_weights(block: xLSTMLargeBlock, c: xLSTMLargeConfig) -> _DecodeBlock:
-    return cached_derived(block, "decode", current_parameters(block),
+    return cached_derived(block, "decode", weight_sources(block),
                           _outside_inference_mode(lambda: _build_decode_block(block, c)))
 
 
@@ -126,7 +127,7 @@ def _outside_inference_mode(build):
     """build() outside inference mode (generate runs under it): the cached copies stay usable by later calls made
     under plain no_grad."""
     def wrapped():
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), torch.no_grad():  # (leaving inference mode turns grad mode back on)
             return build()
     return wrapped
 

@@ -48,6 +48,7 @@ from ...nn.norms import MultiHeadLayerNorm, RMSNorm
 from ...nn.weight_cache import clear_derived
 from ...ops.mlstm import MLSTMState, mlstm, mlstm_step
 from .config import xLSTMLargeConfig
+from .. import native_decode
 from .decode import fused_decode_applies, fused_decode_step
 
 
@@ -322,7 +323,7 @@ class xLSTMLarge(GenerationMixin, nn.Module):
         logits = soft_cap(self.lm_head(x.to(self.lm_head.weight.dtype)).float(), c.output_logit_soft_cap)
         return (logits, tuple(new_states)) if return_state else logits
 
-    def decode_step(self, tokens: Tensor, state: Sequence[MLSTMState] | None = None
+    def decode_step(self, tokens: Tensor, state: Sequence[MLSTMState] | None = None, *, reuse_state: bool = False
                     ) -> tuple[Tensor, tuple[MLSTMState, ...]]:
         """One token per row, tokens (B,) -> logits (B, V) in float32, new state: the numbers of
         `forward(tokens[:, None], state, return_state=True)` through the blocks' one-token `step`. Generation's hot
@@ -330,12 +331,17 @@ class xLSTMLarge(GenerationMixin, nn.Module):
 
         With `config.fused`, without autograd (under `torch.no_grad()` / `inference_mode`, as `generate` runs) and
         with float32 or float64 weights it runs the fused step of decode.py on a cached copy of the weights (rebuilt
-        when the parameters change); the returned C and n are then views into one [C | n] buffer. The input state is
-        not modified.
+        when the parameters change); the returned C and n are then views into one [C | n] buffer. On a CPU with the
+        native library the step is instead one native call per block on the model's own weights (float32, bfloat16
+        or int8; models/native_decode.py, docs/inference.md). The input state is not modified, unless
+        `reuse_state=True` allows the native step to write the new state into it (generation's loop).
         """
         check_tokens(tokens)
         if state is not None:
             state = self.check_state(state, tokens.shape[0])
+        out = native_decode.large_decode_step(self, tokens, state, reuse_state)
+        if out is not None:
+            return out
         if fused_decode_applies(self, tokens):
             return fused_decode_step(self, tokens, state)
         B = tokens.shape[0]

@@ -35,6 +35,8 @@ _failure: str | None = None
 _override: bool | None = None
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _MASK_DTYPES = (torch.bool, torch.uint8)
+# the dtype of each array kind that is not the function's float type (loader._KINDS)
+_KIND_DTYPES = {"mask": torch.bool, "bytes": torch.uint8, "i64": torch.int64, "i32": torch.int32}
 
 
 def library() -> Library | None:
@@ -117,8 +119,8 @@ def _problem(name: str, arg, t, dtype: torch.dtype, expected: tuple[int, ...]) -
         return None if arg.optional else f"native {name}: {arg.name} is required"
     if not isinstance(t, torch.Tensor):
         return f"native {name}: {arg.name} must be a tensor, got {type(t).__name__}"
-    if not ((t.dtype in _MASK_DTYPES) if arg.kind == "mask" else (t.dtype == dtype)):
-        want = "torch.bool" if arg.kind == "mask" else str(dtype)
+    if not ((t.dtype in _MASK_DTYPES) if arg.kind == "mask" else (t.dtype == _KIND_DTYPES.get(arg.kind, dtype))):
+        want = str(_KIND_DTYPES.get(arg.kind, dtype))
         return f"native {name}: {arg.name} must have dtype {want}, got {t.dtype}"
     if t.device.type != "cpu":
         return f"native {name}: {arg.name} must be on the CPU, got {t.device}"
@@ -135,7 +137,8 @@ _checks: dict[tuple, tuple] = {}  # (function, dtype, *ints) -> ((dtype, shape) 
 def call(lib: Library, name: str, dtype: torch.dtype, ints: tuple[int | float, ...],
          tensors: tuple[torch.Tensor | None, ...]) -> None:
     """lib.<name>_<f32|f64>(*ints, *data pointers of tensors), after checking every argument against the function's
-    declaration in xlstmkit.h: the number of scalars and tensors; each tensor's dtype (`dtype`, or bool for a mask),
+    declaration in xlstmkit.h: the number of scalars and tensors; each tensor's dtype (`dtype`; bool for a mask, uint8
+    for bytes, int64/int32 for integer arrays),
     device (CPU), contiguity and shape (computed from the int arguments); None only where the declaration allows
     NULL. A mismatch is a ValueError naming the function, the argument, the expected and the given shape. This
     frame holds the tensors until the C function returns (a pointer to a freed temporary is the classic ctypes
@@ -153,7 +156,7 @@ def call(lib: Library, name: str, dtype: torch.dtype, ints: tuple[int | float, .
                              f"({', '.join(n for n, _ in decl.scalars)}), got {len(ints)}")
         if any(kind == "int" and not 0 <= int(v) < 2**31 for (_, kind), v in zip(decl.scalars, ints)):
             raise ValueError(f"native {name}: size arguments {ints} out of range")
-        wanted = tuple((torch.bool if arg.kind == "mask" else dtype, shape, arg.optional)
+        wanted = tuple((_KIND_DTYPES.get(arg.kind, dtype), shape, arg.optional)
                        for arg, shape in zip(decl.arrays, decl.shapes(*ints)))
         if len(_checks) > 4096:
             _checks.clear()

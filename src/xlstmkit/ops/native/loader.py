@@ -41,7 +41,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 HEADER = HERE / "xlstmkit.h"
-C_SOURCES = tuple(HERE / name for name in ("slstm.c", "mlstm.c"))
+C_SOURCES = tuple(HERE / name for name in ("slstm.c", "mlstm.c", "decode.c"))
 # every file the build reads (the hash of their contents keys the cache)
 SOURCES = tuple(sorted([*HERE.glob("*.h"), *C_SOURCES]))
 
@@ -51,12 +51,24 @@ SOURCES = tuple(sorted([*HERE.glob("*.h"), *C_SOURCES]))
 # declares glibc's vector exp/log1p/tanh (common.h), so the loops vectorise as they did under -ffast-math;
 # --no-undefined makes a missing vector function a link error (the next plan is then tried), not a load error.
 IEEE = ["-fno-math-errno", "-fno-trapping-math"]
-BUILD_PLANS: tuple[tuple[list[str], list[str]], ...] = (
-    (["-O3", "-march=native", *IEEE, "-DXLSTMKIT_LIBMVEC"], ["-Wl,--no-undefined", "-lmvec", "-lm"]),
-    (["-O3", *IEEE, "-DXLSTMKIT_LIBMVEC"], ["-Wl,--no-undefined", "-lmvec", "-lm"]),
-    (["-O3", "-march=native", *IEEE], ["-lm"]),
-    (["-O2", *IEEE], ["-lm"]),
-)
+#
+# OpenMP (-fopenmp) threads the decoders' large matrix-vector products (docs/inference.md). Each plan is tried with
+# it first, then with -fopenmp-simd only (the `omp simd` reductions, no runtime library): a compiler without an
+# OpenMP runtime still builds the single-threaded library. The OpenMP runtime is the one torch already loaded
+# (GNU libgomp, same soname), so torch's threads and the decoders' are one pool; the decoders take their thread
+# count from torch.get_num_threads() on every call.
+_OMP = (["-fopenmp"], ["-fopenmp"])
+_SIMD = (["-fopenmp-simd"], [])
+BUILD_PLANS: tuple[tuple[list[str], list[str]], ...] = tuple(
+    ([*flags, *extra_c], [*extra_l, *libs])
+    for flags, libs in (
+        (["-O3", "-march=native", *IEEE, "-DXLSTMKIT_LIBMVEC"], ["-Wl,--no-undefined", "-lmvec", "-lm"]),
+        (["-O3", *IEEE, "-DXLSTMKIT_LIBMVEC"], ["-Wl,--no-undefined", "-lmvec", "-lm"]),
+        (["-O3", "-march=native", *IEEE], ["-lm"]),
+        (["-O2", *IEEE], ["-lm"]),
+    )
+    for extra_c, extra_l in (_OMP, _SIMD)
+) + ((["-O2", *IEEE], ["-lm"]),)
 RECORD_FORMAT = 1
 MAX_RECORD_BYTES = 1 << 16
 
@@ -75,7 +87,8 @@ class DamagedLibrary(RuntimeError):
 
 @dataclass(frozen=True)
 class Array:
-    """An array argument: its name, element kind ('real' = the function's float type, 'mask' = bool), whether the
+    """An array argument: its name, element kind ('real' = the function's float type, 'mask' = bool, 'bytes' =
+    uint8, 'i64' / 'i32' = int64 / int32), whether the
     function writes it, its declared shape (as written in the header) and whether NULL (None) is allowed."""
 
     name: str
@@ -106,7 +119,9 @@ class Interface:
     functions: dict[str, Function]
 
 
-_PARAM = r"(const\s+)?(int|double|T|unsigned\s+char)\s*(\*?)\s*(\w+)"
+_PARAM = r"(const\s+)?(int64_t|int32_t|uint8_t|int|double|T|unsigned\s+char)\s*(\*?)\s*(\w+)"
+# array element kinds: the function's float type, a bool mask, raw bytes (weights in any format), integer arrays
+_KINDS = {"T": "real", "unsigned char": "mask", "uint8_t": "bytes", "int64_t": "i64", "int32_t": "i32"}
 _ALLOWED_NODES = (ast.Expression, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Name, ast.Load, ast.Constant)
 
 
@@ -185,7 +200,9 @@ def _parse_function(name: str, text: str) -> Function:
             raise ValueError(f"{name}: array argument {pname!r} has no shape comment")
         optional = note.endswith("or NULL")
         shape_text = note.removesuffix("or NULL").strip()
-        raw_arrays.append((pname, "mask" if kind == "unsigned char" else "real", not const, shape_text, optional))
+        if kind not in _KINDS:
+            raise ValueError(f"{name}: array argument {pname!r} has unsupported element type {kind!r}")
+        raw_arrays.append((pname, _KINDS[kind], not const, shape_text, optional))
     int_names = {n for n, kind in scalars if kind == "int"}
     arrays = tuple(Array(n, kind, written, s, opt) for n, kind, written, s, opt in raw_arrays)
     shapes = _shapes_function(tuple(scalars), [_shape_source(a.shape_text, int_names) for a in arrays])

@@ -1,0 +1,215 @@
+"""Decoding speed side by side in one process (docs/inference.md): the official `xlstm` package's `step()` loop,
+xlstmkit's PyTorch decode step, and xlstmkit's native decoder (float32, bfloat16 and int8 weights), on the same
+weights (`from_official`), greedy, medians of interleaved repeats.
+
+    flock /work/wt/timing.lock python benchmarks/decode.py --threads 1,2 [--batches 1] [--tokens 128] [--repeats 7]
+        [--pattern "xLSTM[7:1]"] [--blocks 6] [--dim 256] [--out benchmarks/results/decode.md]
+
+Model: the paper's language model at d = 256 (4 heads, convolution 4, sLSTM feed-forward 1.3, GeLU), 6 blocks, a
+byte vocabulary, its sLSTM blocks where `--pattern` puts them (xLSTM[7:1] over 6 blocks: block 3). Each
+implementation decodes `--tokens` tokens from a one-token prompt, its own loop:
+
+- official step(): `model.step(tok (B, 1), state)` under no_grad, as the package's own generation does;
+- xlstmkit PyTorch: `decode_step` with the native decoder switched off (`use_native_decode(False)`; the ops'
+  native one-token cells still run), under inference_mode;
+- xlstmkit native: `decode_step(..., reuse_state=True)` after the first step (what `generate` does), float32
+  weights; then the same model converted with `quantize_(model, "bf16")` and `quantize_(model, "int8")`;
+- xlstmkit generate(): the public call (native float32), for its overhead over the raw loop.
+
+Writes a markdown table (tokens/s = batch x tokens / median seconds; ratio to the official loop) with the CPU
+model, torch version, thread count and the load average before and after each thread count, and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from xlstmkit.config import parse_block_pattern  # noqa: E402
+from xlstmkit.interop.official import from_official  # noqa: E402
+from xlstmkit.models.native_decode import use_native_decode  # noqa: E402
+from xlstmkit.quantize import quantize_, weight_bytes  # noqa: E402
+
+V = 256
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load() -> str:
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def official_model(dim: int, blocks: int, slstm_at: list[int]):
+    from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig,
+                       xLSTMLMModel, xLSTMLMModelConfig)
+
+    cfg = xLSTMLMModelConfig(
+        vocab_size=V, embedding_dim=dim, num_blocks=blocks, context_length=256, slstm_at=slstm_at,
+        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=4, conv1d_kernel_size=4)),
+        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=4, conv1d_kernel_size=4),
+                                     feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu")),
+    )
+    torch.manual_seed(0)
+    model = xLSTMLMModel(cfg)
+    model.reset_parameters()
+    return model.eval()
+
+
+def interleave(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, round-robin after one warm-up call each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def loops(off, ours, bf16, int8, B: int, n: int) -> dict:
+    first = torch.randint(0, V, (B,), generator=torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def official() -> None:
+        state, tok = None, first[:, None]
+        for _ in range(n):
+            logits, state = off.step(tok, state=state)
+            tok = logits[:, -1].argmax(-1, keepdim=True)
+
+    def ours_loop(model, native_on: bool):
+        @torch.inference_mode()
+        def run() -> None:
+            with use_native_decode(native_on):
+                state, tok = None, first
+                for i in range(n):
+                    logits, state = model.decode_step(tok, state, reuse_state=i > 0)
+                    tok = logits.argmax(-1)
+        return run
+
+    def generate() -> None:
+        ours.generate(first[:, None], n)
+
+    return {"official xlstm step()": official, "xlstmkit PyTorch decode_step": ours_loop(ours, False),
+            "xlstmkit native, float32 weights": ours_loop(ours, True), "xlstmkit generate() (native f32)": generate,
+            "xlstmkit native, bf16 weights": ours_loop(bf16, True),
+            "xlstmkit native, int8 weights": ours_loop(int8, True)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default 1,2)")
+    ap.add_argument("--batches", default="1", help="comma-separated batch sizes (default 1)")
+    ap.add_argument("--tokens", type=int, default=128, help="tokens decoded per repeat at batch 1 (default 128)")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--pattern", default="xLSTM[7:1]")
+    ap.add_argument("--blocks", type=int, default=6)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--prefill", type=int, default=0, metavar="T",
+                    help="instead of decoding: time consuming a T-token prompt (last logits), official step() loop vs "
+                         "xlstmkit forward (chunkwise) and native stepping, at the first --threads count")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "decode.md"))
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+
+    slstm_at = list(parse_block_pattern(args.pattern, args.blocks))
+    off = official_model(args.dim, args.blocks, slstm_at)
+    ours = from_official(off).eval()
+    bf16 = quantize_(copy.deepcopy(ours), "bf16")
+    int8 = quantize_(copy.deepcopy(ours), "int8")
+    with torch.inference_mode():  # the three xlstmkit models pick the same greedy tokens as the official one
+        x = torch.randint(0, V, (1, 16), generator=torch.Generator().manual_seed(1))
+        ref = off(x)
+        diff = (ours(x) - ref).abs().max().item()
+    params = sum(p.numel() for p in ours.parameters())
+    lines = [
+        f"# Decoding speed: official xlstm step() vs xlstmkit (PyTorch step, native decoder)",
+        "",
+        f"Model: {args.pattern} over {args.blocks} blocks (sLSTM at {slstm_at}), d = {args.dim}, vocabulary {V}, "
+        f"{params:,} parameters; weights {weight_bytes(ours) / 1e6:.1f} MB float32, {weight_bytes(bf16) / 1e6:.1f} MB "
+        f"bf16, {weight_bytes(int8) / 1e6:.1f} MB int8. xlstmkit's model from `from_official` (max logit "
+        f"difference to the official forward {diff:.1e}).",
+        f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}; Python "
+        f"{platform.python_version()}.",
+        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`; "
+        + (f"the time to consume the prompt and give its last logits" if args.prefill else
+           f"greedy from a one-token prompt, {args.tokens} tokens per repeat (at batch B > 8: {args.tokens} x 8 / B, "
+           f"at least 8), tokens/s counting every batch row")
+        + f"; medians of {args.repeats} interleaved repeats after one warm-up.",
+        "",
+    ]
+    if args.prefill:
+        T, t = args.prefill, threads[0]
+        torch.set_num_threads(t)
+        prompt = torch.randint(0, V, (1, T), generator=torch.Generator().manual_seed(2))
+
+        @torch.no_grad()
+        def official_steps() -> None:
+            state = None
+            for i in range(T):
+                _, state = off.step(prompt[:, i:i + 1], state=state)
+
+        @torch.inference_mode()
+        def ours_forward() -> None:
+            ours(prompt, return_state=True)
+
+        @torch.inference_mode()
+        def native_steps() -> None:
+            state = None
+            for i in range(T):
+                _, state = ours.decode_step(prompt[:, i], state, reuse_state=i > 0)
+
+        before = load()
+        sec = interleave({"official xlstm step() loop": official_steps, "xlstmkit forward (chunkwise)": ours_forward,
+                          "xlstmkit native step loop": native_steps}, args.repeats)
+        base = sec["official xlstm step() loop"]
+        lines += [f"## prefill of a {T}-token prompt, batch 1, {t} thread{'s' if t > 1 else ''}", "",
+                  f"Load average (1/5/15 min) before: {before}; after: {load()}.", "",
+                  "| implementation | seconds | tokens/s | vs official step() loop |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {s:.3f} | {T / s:,.0f} | {base / s:.1f}x |" for name, s in sec.items()]
+        print("\n".join(lines), flush=True)
+        batches = []
+    for B in batches:
+        n = max(8, args.tokens // max(1, B // 8)) if B > 1 else args.tokens
+        for t in threads:
+            torch.set_num_threads(t)
+            before = load()
+            fns = loops(off, ours, bf16, int8, B, n)
+            sec = interleave(fns, args.repeats)
+            after = load()
+            base = sec["official xlstm step()"]
+            lines += [f"## batch {B}, {t} thread{'s' if t > 1 else ''}, {n} tokens per repeat",
+                      "", f"Load average (1/5/15 min) before: {before}; after: {after}.", "",
+                      "| implementation | tokens/s | ms per step | vs official |", "|---|---:|---:|---:|"]
+            for name, s in sec.items():
+                lines.append(f"| {name} | {B * n / s:,.0f} | {s / n * 1e3:.3f} | {base / s:.2f}x |")
+            lines.append("")
+            print("\n".join(lines[-(len(sec) + 6):]), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
