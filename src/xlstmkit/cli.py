@@ -25,6 +25,8 @@ COMMANDS = {
     "generate": "sample text from a trained run or a Hugging Face xLSTM folder",
     "export": "write a run's model as a Hugging Face folder (transformers, pipeline, lm-eval) with its tokenizer",
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
+    "compare": "train xLSTM, Llama, Mamba, LSTM (and the official xlstm) on the same data, batches and time budget "
+               "at matched sizes; --ladder: the paper's LSTM-to-xLSTM ablation",
     "bench": "time xlstmkit on this machine",
     "demo": "build a small model, run it and generate (no data, no training)",
 }

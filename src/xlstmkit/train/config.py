@@ -8,8 +8,10 @@ training fields, then the model fields; `model.KEY` / `train.KEY` say which expl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,9 @@ import yaml
 from ..config import FrozenConfig
 
 DTYPES = ("float32", "bfloat16")
+# values a preset (or a YAML file / --set) may give instead of a number or dtype; resolved by `build_run_config`
+AUTO_DTYPE = "auto"      # bfloat16 autocast where the device has bf16 arithmetic units, float32 elsewhere
+ALL_CORES = "all"        # one torch thread per core this process may run on (split among torchrun processes)
 
 # Size presets. "small" is the default of `xlstmkit train`: a byte-level xLSTM with one sLSTM block among mLSTM
 # blocks (the paper's xLSTM[7:1] style scaled down to 4 blocks: xLSTM[3:1], the sLSTM block third) that shows a clear
@@ -223,6 +228,70 @@ def check_device(device: Any) -> str:
     return device
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic units (x86: AVX512-BF16 or AMX-BF16; Arm: the BF16 extension).
+
+    Without them PyTorch still runs bf16 autocast, by converting to float32 and back around each operation, which is
+    slower than plain float32: so the default uses bf16 only where this says yes. Asked from PyTorch when it can tell
+    (x86), else read from the kernel's CPU flags (/proc/cpuinfo on Linux); no answer means no."""
+    import torch
+
+    try:
+        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+            return True
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = set()
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    flags.update(value.split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def bf16_fast(device: str = "auto") -> bool:
+    """Whether bf16 autocast is faster than float32 on `device` ("auto", "cpu", "cuda[:N]", "mps"): on a CUDA GPU
+    that supports bf16 (Ampere or newer), on a CPU with bf16 units (`cpu_has_bf16`); not on MPS."""
+    import torch
+
+    check_device(device)
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device == "mps":
+        return False
+    return cpu_has_bf16()
+
+
+def resolve_dtype(dtype: str, device: str = "auto") -> str:
+    """"auto" -> "bfloat16" where `bf16_fast(device)`, else "float32"; any other value unchanged."""
+    if dtype == AUTO_DTYPE:
+        return "bfloat16" if bf16_fast(device) else "float32"
+    return dtype
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: Any) -> int | None:
+    """"all" -> one thread per available core, split among the processes of a torchrun job, unless OMP_NUM_THREADS
+    says otherwise (then None: the environment decides); any other value unchanged."""
+    if threads != ALL_CORES:
+        return threads
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    return max(1, available_cores() // world)
+
+
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 # fields that may change when a run is resumed (they set how long it runs and how it logs, not what it computes)
 RESUMABLE_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resumable"))
@@ -407,6 +476,9 @@ def build_run_config(preset: str | None = None, yaml_path: str | Path | None = N
             model.pop(other, None)
     for name in ("data", "init_from"):  # stored absolute: the run folder is then usable from any directory
         train[name] = absolute_path(train.get(name))
+    # the machine-dependent choices of a preset, fixed here so config.json records what the run really used
+    train["dtype"] = resolve_dtype(train.get("dtype", "float32"), train.get("device", "auto"))
+    train["threads"] = resolve_threads(train.get("threads"))
     if train.get("init_from") is not None:
         # the architecture comes from the source: only the model fields the user gave are applied on top of it
         model = {k: model[k] for k in touched}
