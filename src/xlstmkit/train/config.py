@@ -42,14 +42,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "slstm_num_heads": 4, "chunk_size": 64},
         "train": {"batch_size": 32, "seq_len": 128, "max_steps": 600, "warmup_steps": 40, "lr": 3e-3,
                   "checkpoint_every": 100, "eval_every": 100, "eval_tokens": 8192, "final_eval_tokens": 32768,
-                  "sample_tokens": 300, "time_budget": 480.0},
+                  "sample_tokens": 300, "time_budget": 480.0, "dtype": AUTO_DTYPE, "threads": ALL_CORES},
     },
     "medium": {  # an hour-scale CPU run, or minutes on a GPU
         "model": {"embedding_dim": 256, "num_blocks": 8, "block_pattern": "xLSTM[7:1]", "mlstm_num_heads": 4,
                   "slstm_num_heads": 4, "chunk_size": 64},
         "train": {"batch_size": 32, "seq_len": 512, "max_steps": 5000, "warmup_steps": 200, "lr": 2e-3,
                   "checkpoint_every": 500, "eval_every": 500, "eval_tokens": 65536, "final_eval_tokens": 262144,
-                  "sample_tokens": 400, "time_budget": None},
+                  "sample_tokens": 400, "time_budget": None, "dtype": AUTO_DTYPE},
     },
 }
 DEFAULT_PRESET = "small"
@@ -242,16 +242,24 @@ def cpu_has_bf16() -> bool:
             return True
     except (AttributeError, RuntimeError):
         pass
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_flags(path: str | None = None) -> set[str]:
+    """The CPU feature flags the kernel lists (x86 "flags", Arm "Features"); empty where there is no such file."""
+    flags: set[str] = set()
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = set()
+        with open(path or CPUINFO, encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip().lower() in ("flags", "features"):
                     flags.update(value.split())
     except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        pass
+    return flags
 
 
 def bf16_fast(device: str = "auto") -> bool:

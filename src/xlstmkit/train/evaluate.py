@@ -102,7 +102,7 @@ def windows_loss(model: nn.Module, windows: torch.Tensor, *, batch_size: int, de
             with autocast(device, dtype):
                 logits = model(batch[:, :-1])  # (b, T, V)
             if k < len(batches):
-                nll = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
+                nll = _nll_sum(logits, batch[:, 1:])
                 total += torch.stack([nll.double(), torch.tensor(float(batch[:, 1:].numel()), device=device,
                                                                  dtype=torch.float64)])
             if progress is not None:
@@ -124,6 +124,12 @@ def accepts_state(model: nn.Module) -> bool:
     except (TypeError, ValueError):
         return False
     return "state" in params and "return_state" in params
+
+
+def _nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy in at least float32 (bf16 logits are upcast; a float64 model keeps float64)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
 
 
 @torch.no_grad()
@@ -150,7 +156,7 @@ def streams_loss(model: nn.Module, streams: torch.Tensor, *, chunk: int, device:
             with autocast(device, dtype):
                 logits, state = model(piece[:, :-1], state=state, return_state=True)  # (r, c, V)
             if scored:
-                nll = F.cross_entropy(logits.float().flatten(0, 1), piece[:, 1:].flatten(), reduction="sum")
+                nll = _nll_sum(logits, piece[:, 1:])
                 total += torch.stack([nll.double(), torch.tensor(float(piece[:, 1:].numel()), device=device,
                                                                  dtype=torch.float64)])
             if progress is not None:
