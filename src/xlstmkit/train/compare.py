@@ -491,8 +491,10 @@ class ModelResult:
 
 def train_one(entry: Entry, model_cfg: dict[str, Any], train_cfg: TrainConfig, data: SharedData, out: Path, *,
               preset: str | None, eval_points: int, pack_documents: bool, schedule: str, extrapolation: Sequence[int],
-              extrapolation_tokens: int, progress: bool, say: Callable[[str], None]) -> ModelResult:
-    """Train and evaluate one model of a comparison in its own folder `out / name`."""
+              extrapolation_tokens: int, progress: bool, say: Callable[[str], None],
+              eval_windows: bool = True) -> ModelResult:
+    """Train and evaluate one model of a comparison in its own folder `out / name`. `eval_windows=False` scores the
+    final validation as `xlstmkit train` does (the state carried, where the model has one)."""
     run_dir = out / entry.name.replace("[", "").replace("]", "").replace(":", "-")
     run = RunConfig(model=model_cfg, train=train_cfg, preset=preset)
     _release_memory()
@@ -500,7 +502,7 @@ def train_one(entry: Entry, model_cfg: dict[str, Any], train_cfg: TrainConfig, d
     can_reset = _reset_peak_rss()
     torch.manual_seed(train_cfg.seed)
     trainer = CompareTrainer(run, run_dir, data, eval_points=eval_points, pack_documents=pack_documents,
-                             schedule=schedule, eval_windows=True, progress=progress, print_fn=say)
+                             schedule=schedule, eval_windows=eval_windows, progress=progress, print_fn=say)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer.setup()
     trainer.fit()
@@ -511,7 +513,9 @@ def train_one(entry: Entry, model_cfg: dict[str, Any], train_cfg: TrainConfig, d
     trainer.hashes["final"] = trainer.hasher.hexdigest()[:16]
     model = trainer.raw
     carried = None
-    if accepts_state(model):
+    if not eval_windows and result.final.streams:
+        carried = result.final.bpb
+    elif accepts_state(model):
         carried = evaluate(model, data.val_tokens, seq_len=train_cfg.seq_len, max_tokens=train_cfg.final_eval_tokens,
                            byte_lengths=data.byte_lengths, counts=data.counts,
                            batch_size=max(1, train_cfg.batch_size // 2), device=trainer.info.device,
