@@ -8,6 +8,9 @@ session scope keeps them usable inside hypothesis tests.
 
 from __future__ import annotations
 
+import socket
+import sys
+import urllib.request
 from typing import NamedTuple
 
 import pytest
@@ -191,3 +194,18 @@ def perturb_xlstm_large_(model: torch.nn.Module) -> None:
             p.add_(0.2 * torch.randn_like(p))
         else:
             p.normal_(0.0, 1.5 / p.shape[1] ** 0.5)  # larger than init, so gates and FFN shape the output
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection or a URL fails loudly: data that must ship offline is loaded under it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    loaders = sys.modules.get("aeon.datasets._data_loaders")  # aeon binds urlopen by name at import
+    if loaders is not None:
+        monkeypatch.setattr(loaders, "urlopen", refuse, raising=False)

@@ -14,19 +14,6 @@ from xlstmkit.data import forecasting as F  # noqa: E402
 QS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    import socket
-    import urllib.request
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-
-
 @pytest.fixture(scope="module")
 def airline():
     d = F.load_forecasting("airline")

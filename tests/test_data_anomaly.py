@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 
 import numpy as np
 import pytest
@@ -12,15 +10,6 @@ pytest.importorskip("aeon")
 pytest.importorskip("pandas")
 from xlstmkit.data import anomaly as A  # noqa: E402
 
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
 def test_kdd_tsad_135_has_the_archive_numbers_and_loads_offline(no_network):

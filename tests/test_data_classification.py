@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +16,6 @@ import torch
 pytest.importorskip("aeon")
 from xlstmkit.data import classification as C  # noqa: E402
 from xlstmkit.extras import require  # noqa: E402
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection or a URL fails loudly."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    import aeon.datasets._data_loaders as dl
-
-    if hasattr(dl, "urlopen"):
-        monkeypatch.setattr(dl, "urlopen", refuse)
 
 
 def test_no_network_fixture_blocks_connections(no_network):

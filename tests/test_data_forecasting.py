@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import urllib.request
-
 import numpy as np
 import pytest
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("aeon")
 from xlstmkit.data import forecasting as F  # noqa: E402
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    import aeon.datasets._data_loaders as dl
-
-    monkeypatch.setattr(dl, "urlopen", refuse, raising=False)
 
 
 # name, n_series, total points, freq, season, horizon, first ds, first y

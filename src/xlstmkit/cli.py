@@ -27,6 +27,14 @@ COMMANDS = {
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
     "compare": "train xLSTM, Llama, Mamba, LSTM (and the official xlstm) on the same data, batches and time budget "
                "at matched sizes; --ladder: the paper's LSTM-to-xLSTM ablation",
+    "classify": "time-series classification: a bidirectional xLSTM beside MiniRocket, Transformer, LSTM and GRU "
+                "baselines on UCR/UEA sets, your files or audio; `classify bench` for the results table",
+    "forecast": "probabilistic forecasting: train the xLSTM forecaster (or TiRex zero-shot), score it beside "
+                "statsforecast/neuralforecast baselines; `forecast bench` prints the benchmark table",
+    "detect": "anomaly detection: score each point by how far it falls outside the xLSTM forecaster's forecast "
+              "distribution; report the most anomalous region",
+    "vision": "image classification with Vision-LSTM: train (digits, pathfinder or your folder), eval, predict, "
+              "convert published weights",
     "bench": "time xlstmkit on this machine",
     "demo": "build a small model, run it and generate (no data, no training)",
 }

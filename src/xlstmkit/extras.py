@@ -7,6 +7,7 @@ field uses, grouped into pip extras:
   profile), scikit-learn (metrics), pandas (the Nixtla long format), statsforecast and utilsforecast (statistical
   baselines and reference metrics);
 - ``audio``: soundfile (WAV/FLAC reading) and librosa (log-mel features);
+- ``vision``: torchvision and pillow (image folders, `xlstmkit vision predict`), scikit-learn (the digits data);
 - ``bench``: neuralforecast (xLSTM, NHITS, PatchTST forecasting baselines) and the official ``xlstm`` package its
   xLSTM model imports; used by benchmarks only.
 
@@ -23,6 +24,7 @@ from types import ModuleType
 EXTRAS: dict[str, tuple[str, ...]] = {
     "timeseries": ("aeon", "stumpy", "scikit-learn", "pandas", "statsforecast", "utilsforecast"),
     "audio": ("soundfile", "librosa"),
+    "vision": ("torchvision", "pillow", "scikit-learn"),
     "bench": ("neuralforecast", "xlstm"),
     "hf": ("transformers", "tokenizers"),
 }

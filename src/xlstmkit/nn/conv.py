@@ -4,6 +4,7 @@ same output as fed whole."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -110,3 +111,65 @@ class _ShiftedConv(torch.autograd.Function):
             dxs[:, j:j + S].addcmul_(dy, w[j])
             dw[j] = (dy * xs[:, j:j + S]).sum((0, 1))
         return dxs, dw, dy.sum((0, 1)) if ctx.has_bias else None
+
+
+class GridConv2d(nn.Module):
+    """Depthwise 2-D convolution over a sequence that is a row-major flattened grid (Vision-LSTM's patch grid):
+    x (B, S, D) with S = H * W is read as an image (B, D, H, W), convolved per channel with a K x K kernel
+    (K odd, zero padding K // 2, so the grid keeps its size) and flattened back:
+
+        y[b, r * W + c, d] = bias[d] + sum_{i, j < K} w[d, 0, i, j] * x[b, (r + i - K//2) * W + (c + j - K//2), d]
+
+    The grid (H, W) is set by the model before each call (`self.grid`); None means a square grid. It has the
+    interface of `CausalConv1d` (`forward(x, state, mask) -> (y, state)`), so `MLSTMLayer(conv=GridConv2d(...))`
+    runs it in place of the causal convolution. It is not causal and carries no state (the returned state is empty,
+    (B, 0, D)); masks are not supported. A sequence traversed backwards (x.flip(1)) is the grid turned by 180
+    degrees: the convolution then sees the turned image, which is what Vision-LSTM's second block of a pair does.
+
+    Parameters in nn.Conv2d's depthwise layout, weight (D, 1, K, K), with its default initialisation."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, bias: bool = True) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be an odd positive integer (the grid keeps its size), got "
+                             f"{kernel_size}")
+        self.dim, self.kernel_size = dim, kernel_size
+        self.weight = nn.Parameter(torch.empty(dim, 1, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(dim)) if bias else None
+        self.grid: tuple[int, int] | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Conv2d's default for a depthwise kernel: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = K * K
+        bound = 1.0 / self.kernel_size
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def zero_state(self, batch_size: int, dtype=None, device=None) -> Tensor:
+        return torch.zeros(batch_size, 0, self.dim, dtype=dtype, device=device)
+
+    def grid_shape(self, seq_len: int) -> tuple[int, int]:
+        """(H, W) of the grid for a sequence of `seq_len` positions: `self.grid`, else the square one."""
+        if self.grid is not None:
+            H, W = self.grid
+        else:
+            H = W = int(round(seq_len ** 0.5))
+        if H * W != seq_len:
+            raise ValueError(f"GridConv2d: a sequence of {seq_len} positions is not a {H} x {W} grid; set .grid = "
+                             f"(H, W) to the patch grid of the input")
+        return H, W
+
+    def forward(self, x: Tensor, state: Tensor | None = None, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, S, D) -> y (B, S, D), empty state (B, 0, D)."""
+        if mask is not None:
+            raise ValueError("GridConv2d does not take a mask: every position of the grid is real")
+        B, S, D = x.shape
+        H, W = self.grid_shape(S)
+        w = _as(self.weight, x.dtype)
+        b = None if self.bias is None else _as(self.bias, x.dtype)
+        # (B, H, W, D) viewed as NCHW is channels-last in memory: the convolution reads and returns that layout
+        # without a transposed copy, and the flattened result is a view of it
+        img = x.reshape(B, H, W, D).permute(0, 3, 1, 2)
+        y = F.conv2d(img, w, b, padding=self.kernel_size // 2, groups=D)
+        return y.permute(0, 2, 3, 1).reshape(B, S, D), x.new_zeros(B, 0, D)

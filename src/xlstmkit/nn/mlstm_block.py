@@ -46,19 +46,23 @@ def mask_kwargs(mask: Tensor | None) -> dict:
 class MLSTMLayer(nn.Module):
     """x (B, S, E) (normalised) -> y (B, S, E) and the new state; the equations in this module's docstring."""
 
-    def __init__(self, cfg: xLSTMConfig, block_idx: int) -> None:
+    def __init__(self, cfg: xLSTMConfig, block_idx: int, *, conv: nn.Module | None = None,
+                 norm_bias: bool = False) -> None:
+        """`conv` replaces the causal convolution by another module with its interface (`forward(x (B, S, inner),
+        state, mask) -> (y, state)` and `reset_parameters()`), e.g. Vision-LSTM's `GridConv2d` over the patch grid;
+        `norm_bias` gives the head-wise output norm a bias (Vision-LSTM v2). Neither changes the default layer."""
         super().__init__()
         E, inner, NH = cfg.embedding_dim, cfg.mlstm_inner_dim, cfg.mlstm_num_heads
         self.cfg, self.inner, self.num_heads, self.head_dim = cfg, inner, NH, cfg.mlstm_head_dim
         qkv_heads = inner // cfg.qkv_proj_blocksize
         self.proj_up = nn.Linear(E, 2 * inner, bias=cfg.bias)
-        self.conv = CausalConv1d(inner, cfg.mlstm_conv_kernel)
+        self.conv = CausalConv1d(inner, cfg.mlstm_conv_kernel) if conv is None else conv
         self.q_proj = HeadwiseLinear(inner, inner, qkv_heads, bias=cfg.bias)
         self.k_proj = HeadwiseLinear(inner, inner, qkv_heads, bias=cfg.bias)
         self.v_proj = HeadwiseLinear(inner, inner, qkv_heads, bias=cfg.bias)
         self.igate = nn.Linear(3 * inner, NH, bias=True)
         self.fgate = nn.Linear(3 * inner, NH, bias=True)
-        self.outnorm = MultiHeadLayerNorm(NH, self.head_dim, eps=cfg.norm_eps)
+        self.outnorm = MultiHeadLayerNorm(NH, self.head_dim, eps=cfg.norm_eps, bias=norm_bias)
         self.learnable_skip = nn.Parameter(torch.ones(inner))
         self.proj_down = nn.Linear(inner, E, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -177,12 +181,16 @@ class MLSTMLayer(nn.Module):
 
     def _output(self, h: Tensor, x_c: Tensor, z: Tensor) -> Tensor:
         """h (..., NH, DH) from the cell, x_c and z (..., inner) -> proj_down((MultiHeadNorm(h) + skip * x_c) *
-        SiLU(z)), with the norm's (1 + w) scale and the skip in one addcmul. The elementwise part runs in x_c's
+        SiLU(z)), with the norm's (1 + w) scale and the skip in one addcmul (its bias, when it has one, added to the
+        skip term first). The elementwise part runs in x_c's
         dtype: under bf16 autocast float32 skip/scale vectors would promote it to float32 (mixed-dtype kernels,
         twice the memory traffic, and proj_down casts back to bf16 anyway)."""
         dt = x_c.dtype
         hn = F.layer_norm(h, (self.head_dim,), None, None, self.outnorm.eps).flatten(-2)  # (..., inner)
-        hs = torch.addcmul(x_c * self.learnable_skip.to(dt), hn, (1.0 + self.outnorm.weight).to(dt))
+        skip = x_c * self.learnable_skip.to(dt)
+        if self.outnorm.bias is not None:
+            skip = skip + self.outnorm.bias.to(dt)
+        hs = torch.addcmul(skip, hn, (1.0 + self.outnorm.weight).to(dt))
         return self.proj_down(hs * F.silu(z))
 
     def forward_fused(self, x: Tensor, state: MLSTMBlockState | None = None, form: str = "chunkwise",
@@ -218,7 +226,7 @@ class MLSTMLayer(nn.Module):
         # the model validated the state once (check_state): the unchecked core skips the per-token checks
         h, cell = _mlstm_step_unchecked(q.view(B, NH, DH), k.view(B, NH, DH), v.view(B, NH, DH), self.igate(qkv),
                                         self.fgate(qkv), state.cell, eps=cfg.mlstm_eps, forget_gate=cfg.forget_gate)
-        hn = F.group_norm(h.reshape(B, inner), NH, 1.0 + self.outnorm.weight, None, self.outnorm.eps)
+        hn = F.group_norm(h.reshape(B, inner), NH, 1.0 + self.outnorm.weight, self.outnorm.bias, self.outnorm.eps)
         y = self.proj_down(torch.addcmul(hn, self.learnable_skip, x_c) * F.silu(z))  # (B, E)
         return (self.dropout(y) if self.training else y), MLSTMBlockState(conv_state, cell)
 

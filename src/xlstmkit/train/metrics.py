@@ -144,6 +144,43 @@ def save_figure(fig, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> bool:
+    """The confusion matrix of `xlstmkit classify` and `xlstmkit vision` as a PNG (rows: true class, columns:
+    predicted; counts in the cells up to 30 classes); False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    import numpy as np
+
+    m = np.asarray(confusion)
+    n = len(classes)
+    size = min(12.0, 2.5 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    ticks = range(n)
+    labels = [str(c) if len(str(c)) <= 14 else str(c)[:13] + "…" for c in classes]
+    ax.set_xticks(ticks, labels if n <= 40 else [""] * n, rotation=90 if n > 10 else 0)
+    ax.set_yticks(ticks, labels if n <= 40 else [""] * n)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if n <= 30:
+        top = m.max() if m.size else 0
+        for i in range(n):
+            for j in range(n):
+                if m[i, j]:
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if m[i, j] > top / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
 def plot_loss_curve(metrics_csv: Path, out_png: Path, title: str = "",
                     final: tuple[int, float] | None = None) -> bool:
     """Training loss (and validation loss where measured, `final` = (step, loss) of the final evaluation) against
