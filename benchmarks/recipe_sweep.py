@@ -1,7 +1,7 @@
 """The small sweep behind the default recipe of `xlstmkit train` (issue 16): which width, depth, context, batch,
 learning rate, precision, thread count and packing give the lowest validation bits per byte in a fixed time.
 
-    flock /work/wt/timing.lock python benchmarks/recipe_sweep.py --budget 150 --out benchmarks/recipe_sweep
+    flock /work/wt/timing.lock python benchmarks/recipe_sweep.py --budget 300 --out benchmarks/recipe_sweep ROW ...
     python benchmarks/recipe_sweep.py --threads-probe      # tokens/s at 1 and 2 threads, fp32 and bf16
 
 Every row trains one xLSTM on the built-in corpus (the Python standard library, bytes) through the trainer of
@@ -34,19 +34,26 @@ ROWS: dict[str, tuple[dict, dict, int, str, bool]] = {
     # the old default (0.5M parameters), as shipped: fp32, one thread
     "old-default-fp32-1t": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
                             {"batch_size": 32, "seq_len": 128, "lr": 3e-3, "warmup_steps": 40}, 1, "float32", False),
-    # the same model with bf16 autocast and both cores
-    "old-default-bf16-2t": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
-                            {"batch_size": 32, "seq_len": 128, "lr": 3e-3, "warmup_steps": 40}, 2, "bfloat16", False),
+    # the same model with bf16 autocast (one thread: two were 6.7x slower beside the machine's background jobs)
+    "d128-B32xT128-lr3e-3": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
+                             {"batch_size": 32, "seq_len": 128, "lr": 3e-3, "warmup_steps": 40}, 1, "bfloat16",
+                             False),
+    # twice the steps at half the batch
+    "d128-B16xT128-lr3e-3": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
+                             {"batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup_steps": 40}, 1, "bfloat16",
+                             False),
+    # twice the peak learning rate
+    "d128-B32xT128-lr6e-3": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
+                             {"batch_size": 32, "seq_len": 128, "lr": 6e-3, "warmup_steps": 40}, 1, "bfloat16",
+                             False),
     # wider, longer context
-    "d192-4b-T256": ({"embedding_dim": 192, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
-                     {"batch_size": 16, "seq_len": 256, "lr": 3e-3, "warmup_steps": 40}, 2, "bfloat16", False),
-    "d192-6b-T256": ({"embedding_dim": 192, "num_blocks": 6, "block_pattern": "xLSTM[5:1]"},
-                     {"batch_size": 16, "seq_len": 256, "lr": 3e-3, "warmup_steps": 40}, 2, "bfloat16", False),
+    "d192-B16xT256-lr3e-3": ({"embedding_dim": 192, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
+                             {"batch_size": 16, "seq_len": 256, "lr": 3e-3, "warmup_steps": 40}, 1, "bfloat16",
+                             False),
     # issue 16's comparison model (2.6M parameters)
-    "d256-6b-T256": ({"embedding_dim": 256, "num_blocks": 6, "block_pattern": "xLSTM[5:1]"},
-                     {"batch_size": 16, "seq_len": 256, "lr": 2e-3, "warmup_steps": 40}, 2, "bfloat16", False),
-    "d128-4b-T256": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
-                     {"batch_size": 16, "seq_len": 256, "lr": 4e-3, "warmup_steps": 40}, 2, "bfloat16", False),
+    "d256-6b-B16xT256-lr2e-3": ({"embedding_dim": 256, "num_blocks": 6, "block_pattern": "xLSTM[5:1]"},
+                                {"batch_size": 16, "seq_len": 256, "lr": 2e-3, "warmup_steps": 40}, 1, "bfloat16",
+                                False),
 }
 # second round: variations of the best first-round row (chosen by --base)
 VARIATIONS: dict[str, tuple[dict, dict, int | None, str | None, bool | None]] = {
@@ -55,7 +62,7 @@ VARIATIONS: dict[str, tuple[dict, dict, int | None, str | None, bool | None]] = 
     "T512-B8": ({}, {"seq_len": 512, "batch_size": 8}, None, None, None),
     "B32": ({}, {"batch_size": 32}, None, None, None),
     "packed": ({}, {}, None, None, True),
-    "1-thread": ({}, {}, 1, None, None),
+    "2-threads": ({}, {}, 2, None, None),
 }
 
 
@@ -159,7 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rows", nargs="*", help=f"rows to run (default: {' '.join(ROWS)}); BASE+VARIATION for the "
                                             f"second round ({', '.join(VARIATIONS)})")
-    ap.add_argument("--budget", type=float, default=150.0, help="training seconds per row (default 150)")
+    ap.add_argument("--budget", type=float, default=300.0, help="training seconds per row (default 300)")
     ap.add_argument("--out", default="benchmarks/recipe_sweep")
     ap.add_argument("--base", default=None, help="the first-round row the variations start from")
     ap.add_argument("--threads-probe", action="store_true", help="only time the rows' models at 1 and 2 threads")

@@ -27,8 +27,10 @@ AUTO_DTYPE = "auto"      # bfloat16 autocast where the device has bf16 arithmeti
 ALL_CORES = "all"        # one torch thread per core this process may run on (split among torchrun processes)
 
 # Size presets. "small" is the default of `xlstmkit train`: a byte-level xLSTM with one sLSTM block among mLSTM
-# blocks (the paper's xLSTM[7:1] style scaled down to 4 blocks: xLSTM[3:1], the sLSTM block third) that shows a clear
-# loss drop within ~10 minutes on 2 CPU cores.
+# blocks (the paper's xLSTM[7:1] style scaled down to 4 blocks: xLSTM[3:1], the sLSTM block third), trained for at
+# most 5 minutes. Its batch, context and learning rate are the best of a small timed sweep on a 2-core CPU
+# (benchmarks/recipe_sweep.md: chosen on validation bits per byte); bf16 where the CPU has bf16 units; the threads
+# are left to `auto_threads` (all cores but one: a second thread sharing a core with another program stalls both).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {  # seconds on a CPU: for tests and smoke runs
         "model": {"embedding_dim": 32, "num_blocks": 2, "slstm_at": [1], "mlstm_num_heads": 2, "slstm_num_heads": 2,
@@ -37,12 +39,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "checkpoint_every": 10, "eval_every": 0, "eval_tokens": 2048, "final_eval_tokens": 4096,
                   "sample_tokens": 40, "time_budget": None},
     },
-    "small": {  # the default: <= 10 minutes on 2 CPU cores (~5k tokens/s with one thread on a busy 2-core machine)
+    "small": {  # the default: <= 5 minutes of training (~7-8k tokens/s, bf16, one thread of a busy 2-core machine)
         "model": {"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]", "mlstm_num_heads": 4,
                   "slstm_num_heads": 4, "chunk_size": 64},
-        "train": {"batch_size": 32, "seq_len": 128, "max_steps": 600, "warmup_steps": 40, "lr": 3e-3,
-                  "checkpoint_every": 100, "eval_every": 100, "eval_tokens": 8192, "final_eval_tokens": 32768,
-                  "sample_tokens": 300, "time_budget": 480.0, "dtype": AUTO_DTYPE, "threads": ALL_CORES},
+        "train": {"batch_size": 16, "seq_len": 128, "max_steps": 1000, "warmup_steps": 40, "lr": 6e-3,
+                  "checkpoint_every": 200, "eval_every": 200, "eval_tokens": 8192, "final_eval_tokens": 262144,
+                  "sample_tokens": 300, "time_budget": 300.0, "dtype": AUTO_DTYPE},
     },
     "medium": {  # an hour-scale CPU run, or minutes on a GPU
         "model": {"embedding_dim": 256, "num_blocks": 8, "block_pattern": "xLSTM[7:1]", "mlstm_num_heads": 4,
