@@ -25,6 +25,8 @@ COMMANDS = {
     "generate": "sample text from a trained run or a Hugging Face xLSTM folder",
     "export": "write a run's model as a Hugging Face folder (transformers, pipeline, lm-eval) with its tokenizer",
     "tasks": "the paper's synthetic tasks: formal languages and associative recall",
+    "compare": "train xLSTM, Llama, Mamba, LSTM (and the official xlstm) on the same data, batches and time budget "
+               "at matched sizes; --ladder: the paper's LSTM-to-xLSTM ablation",
     "classify": "time-series classification: a bidirectional xLSTM beside MiniRocket, Transformer, LSTM and GRU "
                 "baselines on UCR/UEA sets, your files or audio; `classify bench` for the results table",
     "forecast": "probabilistic forecasting: train the xLSTM forecaster (or TiRex zero-shot), score it beside "

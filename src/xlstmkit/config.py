@@ -134,6 +134,10 @@ class xLSTMConfig(FrozenConfig):
     slstm_conv_kernel: int = 4
     slstm_bias_init: str = "powerlaw_blockdependent"
     ffn_proj_factor: float = 1.3
+    # classic LSTM blocks (`nn/lstm_block.py`; the rungs of the paper's ablation ladder): positions (or "all"), and
+    # whether each is followed by the gated feed-forward of the sLSTM block ("up-projection backbone")
+    lstm_at: tuple[int, ...] | str | None = None
+    lstm_ffn: bool = False
     # both
     forget_gate: str = "sigmoid"
     round_up_to: int = 64
@@ -155,7 +159,7 @@ class xLSTMConfig(FrozenConfig):
         for name in ("mlstm_proj_factor", "ffn_proj_factor", "mlstm_eps", "norm_eps"):
             check_positive_float(self, name)
         check_dropout(self, "dropout")
-        for name in ("bias", "embedding_dropout", "add_post_blocks_norm", "tie_weights", "fused"):
+        for name in ("bias", "embedding_dropout", "add_post_blocks_norm", "tie_weights", "fused", "lstm_ffn"):
             check_bool(self, name)
         check_choice(self, "forget_gate", ("sigmoid", "exp"))
         check_choice(self, "mlstm_form", FORMS)
@@ -169,6 +173,25 @@ class xLSTMConfig(FrozenConfig):
             bad = [p for p in self.slstm_at if not 0 <= p < self.num_blocks]
             if bad:
                 raise ValueError(f"slstm_at holds indices {bad} outside the {self.num_blocks} blocks (0-based)")
+        if self.lstm_at is not None:
+            if self.lstm_at == "all":
+                lstm = tuple(range(self.num_blocks))
+            elif isinstance(self.lstm_at, (list, tuple)) and all(
+                    isinstance(p, int) and not isinstance(p, bool) for p in self.lstm_at):
+                lstm = tuple(sorted(set(self.lstm_at)))
+            else:
+                raise ValueError(f"lstm_at must be a list of block indices or 'all', got {self.lstm_at!r}")
+            bad = [p for p in lstm if not 0 <= p < self.num_blocks]
+            if bad:
+                raise ValueError(f"lstm_at holds indices {bad} outside the {self.num_blocks} blocks (0-based)")
+            both = sorted(set(lstm) & set(self._explicit_positions() if self.slstm_at is not None else
+                                          parse_block_pattern(self.block_pattern, self.num_blocks)
+                                          if self.block_pattern is not None else ()))
+            if both:
+                raise ValueError(f"blocks {both} are given as both LSTM (lstm_at) and sLSTM blocks: give each block "
+                                 f"one kind")
+            if self.lstm_at != "all":
+                object.__setattr__(self, "lstm_at", lstm)
         if self.block_pattern is not None:
             from_pattern = parse_block_pattern(self.block_pattern, self.num_blocks)
             if self.slstm_at is not None and self._explicit_positions() != from_pattern:
@@ -206,15 +229,22 @@ class xLSTMConfig(FrozenConfig):
         return ()
 
     @property
+    def lstm_positions(self) -> tuple[int, ...]:
+        """0-based indices of the classic LSTM blocks (none unless `lstm_at` says so)."""
+        if self.lstm_at == "all":
+            return tuple(range(self.num_blocks))
+        return tuple(self.lstm_at or ())
+
+    @property
     def mlstm_positions(self) -> tuple[int, ...]:
-        s = set(self.slstm_positions)
+        s = set(self.slstm_positions) | set(self.lstm_positions)
         return tuple(p for p in range(self.num_blocks) if p not in s)
 
     @property
     def block_types(self) -> tuple[str, ...]:
-        """"m" or "s" per block, e.g. ("m", "m", "s", "m")."""
-        s = set(self.slstm_positions)
-        return tuple("s" if p in s else "m" for p in range(self.num_blocks))
+        """"m" (mLSTM), "s" (sLSTM) or "l" (classic LSTM) per block, e.g. ("m", "m", "s", "m")."""
+        s, lstm = set(self.slstm_positions), set(self.lstm_positions)
+        return tuple("s" if p in s else "l" if p in lstm else "m" for p in range(self.num_blocks))
 
     @property
     def mlstm_inner_dim(self) -> int:

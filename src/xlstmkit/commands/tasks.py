@@ -1,7 +1,8 @@
 """`xlstmkit tasks list | run | grid`: the xLSTM paper's synthetic experiments.
 
     xlstmkit tasks list
-    xlstmkit tasks run parity --model xlstm11 --steps 2000 --test-lengths 40:256 --json parity.json
+    xlstmkit tasks run parity --model xlstm11 --test-lengths 40:256 --json parity.json
+    xlstmkit tasks run parity --model llama --lr-sweep 1e-2,1e-3,1e-4     # the paper's learning-rate selection
     xlstmkit tasks grid --tasks parity mod_arith --models xlstm01 xlstm11 llama --steps 2000 --out results/
 
 The cell options below are the fields of `xlstmkit.train.synthetic.CellConfig` (defaults shown come from there).
@@ -39,12 +40,24 @@ def _lengths(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive numbers like '1e-2,1e-3', got {text!r}")
+    return values
+
+
 def _add_cell_options(p: argparse.ArgumentParser) -> None:
     from ..train.synthetic import CellConfig
 
     group = p.add_argument_group("cell options (fields of CellConfig)")
-    _CELL_FLAGS[:] = add_field_flags(group, CellConfig, parsers={"range": _range, "lengths": _lengths})
-    group.add_argument("--mqar-vocab", type=int, default=None, metavar="N", help="MQAR vocabulary size (default 8192)")
+    _CELL_FLAGS[:] = add_field_flags(group, CellConfig, parsers={"range": _range, "lengths": _lengths,
+                                                                 "floats": _floats})
+    group.add_argument("--mqar-vocab", type=int, default=None, metavar="N",
+                       help="MQAR vocabulary size (default 256; the paper's is 8192)")
     group.add_argument("--mqar-pairs", type=int, default=None, metavar="N",
                        help="MQAR key-value pairs (task 'mqar': default 4)")
     group.add_argument("--mqar-context", type=int, default=None, metavar="N",
@@ -113,6 +126,14 @@ def _list() -> int:
         doc = (type(task).__doc__ or "").strip().splitlines()[0]
         print(f"  {name:<20} |V|={task.vocab_size:<5} s_rand={task.s_rand:.4f}  {doc}")
     print("models: " + ", ".join(MODELS))
+    from ..train.synthetic import DEFAULT_LR, FORMAL_DEFAULTS, MQAR_DEFAULTS, MQAR_STEPS
+
+    print("defaults (any of them can be given): learning rate " + ", ".join(f"{m} {lr:g}" for m, lr in
+                                                                           DEFAULT_LR.items()))
+    print(f"  formal languages: {FORMAL_DEFAULTS['steps']} steps, width {FORMAL_DEFAULTS['dim']}, "
+          f"{FORMAL_DEFAULTS['heads']} head; MQAR: vocabulary {MQAR_DEFAULTS['vocab_size']}, width "
+          f"{MQAR_DEFAULTS['dim']}, {MQAR_DEFAULTS['heads']} heads, steps "
+          + ", ".join(f"{t} {n}" for t, n in MQAR_STEPS.items()))
     return 0
 
 

@@ -130,3 +130,32 @@ def load_corpus(data: str | None, *, val_fraction: float = 0.05, max_files: int 
     if os.sep in data or data.startswith("."):
         raise ValueError(f"--data {data}: no such file or folder")
     return load_hf_dataset(data, val_fraction, text_field)
+
+
+def encode_documents(tokenizer, docs: list[str], separator: str | None = None):
+    """(tokens, doc_starts): the documents joined by `separator` (default: the corpus's, so the text is
+    `Corpus.train_text` / `val_text`) as one 1-D int64 token stream, and the offset where each document's tokens
+    begin (for document-aware packing, `WindowSampler(doc_starts=...)`).
+
+    Byte tokens are the joined text's own (offsets from the documents' UTF-8 lengths); other tokenizers encode each
+    document (with its separator) on its own, so no token spans two documents."""
+    import torch
+
+    from .corpus import DOC_SEPARATOR
+    from .tokenizer import encode_to_tensor
+
+    sep = DOC_SEPARATOR if separator is None else separator
+    docs = [d for d in docs if d]
+    if not docs:
+        raise ValueError("no documents to encode")
+    pieces = [d + sep for d in docs[:-1]] + [docs[-1]]
+    if getattr(tokenizer, "kind", None) == "bytes":
+        tokens = encode_to_tensor(tokenizer, "".join(pieces))
+        lengths = torch.tensor([len(p.encode("utf-8")) for p in pieces], dtype=torch.long)
+    else:
+        parts = [encode_to_tensor(tokenizer, p) for p in pieces]
+        tokens = torch.cat(parts)
+        lengths = torch.tensor([t.numel() for t in parts], dtype=torch.long)
+    starts = torch.cumsum(lengths, 0) - lengths
+    starts = torch.unique_consecutive(starts[starts < tokens.numel()])  # a piece of no tokens starts nothing
+    return tokens, starts

@@ -39,7 +39,11 @@ def _check_sizes(vocab_size: int, dim: int, num_layers: int) -> None:
 
 
 class LSTMLM(nn.Module):
-    """Embedding -> `num_layers`-layer torch.nn.LSTM (hidden size = dim) -> linear head to the vocabulary."""
+    """Embedding -> `num_layers`-layer torch.nn.LSTM (hidden size = dim) -> linear head to the vocabulary: the vanilla
+    multi-layer LSTM (no residual connections, no norms), the first rung of the xLSTM paper's ablation ladder.
+
+    `forward(input_ids, state=None, return_state=False)`: the state is nn.LSTM's (h, c), each (num_layers, B, dim);
+    feeding a sequence in pieces with the returned state gives the logits of feeding it whole."""
 
     def __init__(self, vocab_size: int, dim: int, num_layers: int = 2) -> None:
         super().__init__()
@@ -48,9 +52,14 @@ class LSTMLM(nn.Module):
         self.lstm = nn.LSTM(dim, dim, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(dim, vocab_size, bias=False)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        h, _ = self.lstm(self.embedding(input_ids))  # (B, S, dim)
-        return self.head(h)  # (B, S, V)
+    def forward(self, input_ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None,
+                return_state: bool = False):
+        x = self.embedding(input_ids)
+        if state is not None:
+            state = tuple(s.to(x.dtype) for s in state)
+        h, new_state = self.lstm(x, state)  # (B, S, dim)
+        logits = self.head(h)  # (B, S, V)
+        return (logits, new_state) if return_state else logits
 
 
 class HFCausalLM(nn.Module):
@@ -64,14 +73,21 @@ class HFCausalLM(nn.Module):
         return self.model(input_ids=input_ids, use_cache=False).logits  # (B, S, V)
 
 
-def llama(vocab_size: int, dim: int, num_layers: int = 2, head_dim: int = 16, max_positions: int = 4096) -> HFCausalLM:
+def llama(vocab_size: int, dim: int, num_layers: int = 2, head_dim: int | None = None,
+          max_positions: int = 1 << 16) -> HFCausalLM:
     """A `num_layers`-layer Llama (RoPE, SwiGLU MLP of width ~8/3 dim, RMSNorm), untied head.
 
-    Heads: dim // head_dim of them (at least one), lowered until they divide dim, so any width works.
+    Heads: dim // head_dim of them (at least one), lowered until they divide dim into even head sizes (RoPE rotates
+    pairs of channels), so any even width works. `head_dim` defaults to 16 below width 128 (the synthetic tasks'
+    small models) and to 64 from there on (the usual size of language models). `max_positions` only bounds RoPE's
+    position table; the model is trained at whatever length it is given.
     """
     _check_sizes(vocab_size, dim, num_layers)
+    if dim % 2:
+        raise ValueError(f"the Llama baseline needs an even width (RoPE rotates pairs of channels), got {dim}")
+    head_dim = head_dim or (16 if dim < 128 else 64)
     heads = max(1, dim // head_dim)
-    while dim % heads:
+    while dim % heads or (dim // heads) % 2:
         heads -= 1
     tf = _transformers()
     config = tf.LlamaConfig(

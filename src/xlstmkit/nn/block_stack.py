@@ -8,11 +8,13 @@ from typing import Union
 from torch import Tensor, nn
 
 from ..config import FORMS, xLSTMConfig
+from .lstm_block import LSTMBlock, LSTMBlockState
 from .mlstm_block import MLSTMBlock, MLSTMBlockState
 from .norms import LayerNorm
 from .slstm_block import SLSTMBlock, SLSTMBlockState
 
-BlockState = Union[MLSTMBlockState, SLSTMBlockState]
+BlockState = Union[MLSTMBlockState, SLSTMBlockState, LSTMBlockState]
+_BLOCKS = {"m": (MLSTMBlock, "mLSTM"), "s": (SLSTMBlock, "sLSTM"), "l": (LSTMBlock, "LSTM")}
 
 
 def check_state(state: object, expected: Sequence[tuple], names: Sequence[str]) -> tuple:
@@ -101,13 +103,10 @@ class xLSTMBlockStack(nn.Module):
     def __init__(self, cfg: xLSTMConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.blocks = nn.ModuleList(
-            SLSTMBlock(cfg, idx) if kind == "s" else MLSTMBlock(cfg, idx) for idx, kind in enumerate(cfg.block_types)
-        )
+        self.blocks = nn.ModuleList(_BLOCKS[kind][0](cfg, idx) for idx, kind in enumerate(cfg.block_types))
         self.post_norm = LayerNorm(cfg.embedding_dim, eps=cfg.norm_eps, bias=cfg.bias) if cfg.add_post_blocks_norm \
             else nn.Identity()
-        self._block_names = tuple(f"block {i} ({'sLSTM' if k == 's' else 'mLSTM'})"
-                                  for i, k in enumerate(cfg.block_types))
+        self._block_names = tuple(f"block {i} ({_BLOCKS[k][1]})" for i, k in enumerate(cfg.block_types))
 
     def zero_state(self, batch_size: int, device=None) -> tuple[BlockState, ...]:
         return tuple(block.zero_state(batch_size, device) for block in self.blocks)

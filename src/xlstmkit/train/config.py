@@ -8,8 +8,10 @@ training fields, then the model fields; `model.KEY` / `train.KEY` say which expl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +22,15 @@ import yaml
 from ..config import FrozenConfig
 
 DTYPES = ("float32", "bfloat16")
+# values a preset (or a YAML file / --set) may give instead of a number or dtype; resolved by `build_run_config`
+AUTO_DTYPE = "auto"      # bfloat16 autocast where the device has bf16 arithmetic units, float32 elsewhere
+ALL_CORES = "all"        # one torch thread per core this process may run on (split among torchrun processes)
 
 # Size presets. "small" is the default of `xlstmkit train`: a byte-level xLSTM with one sLSTM block among mLSTM
-# blocks (the paper's xLSTM[7:1] style scaled down to 4 blocks: xLSTM[3:1], the sLSTM block third) that shows a clear
-# loss drop within ~10 minutes on 2 CPU cores.
+# blocks (the paper's xLSTM[7:1] style scaled down to 4 blocks: xLSTM[3:1], the sLSTM block third), trained for at
+# most 5 minutes. Its batch, context and learning rate are the best of a small timed sweep on a 2-core CPU
+# (benchmarks/recipe_sweep.md: chosen on validation bits per byte); bf16 where the CPU has bf16 units; the threads
+# are left to `auto_threads` (all cores but one: a second thread sharing a core with another program stalls both).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {  # seconds on a CPU: for tests and smoke runs
         "model": {"embedding_dim": 32, "num_blocks": 2, "slstm_at": [1], "mlstm_num_heads": 2, "slstm_num_heads": 2,
@@ -32,19 +39,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "checkpoint_every": 10, "eval_every": 0, "eval_tokens": 2048, "final_eval_tokens": 4096,
                   "sample_tokens": 40, "time_budget": None},
     },
-    "small": {  # the default: <= 10 minutes on 2 CPU cores (~5k tokens/s with one thread on a busy 2-core machine)
+    "small": {  # the default: <= 5 minutes of training (~7-8k tokens/s, bf16, one thread of a busy 2-core machine)
         "model": {"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]", "mlstm_num_heads": 4,
                   "slstm_num_heads": 4, "chunk_size": 64},
-        "train": {"batch_size": 32, "seq_len": 128, "max_steps": 600, "warmup_steps": 40, "lr": 3e-3,
-                  "checkpoint_every": 100, "eval_every": 100, "eval_tokens": 8192, "final_eval_tokens": 32768,
-                  "sample_tokens": 300, "time_budget": 480.0},
+        "train": {"batch_size": 16, "seq_len": 128, "max_steps": 1000, "warmup_steps": 40, "lr": 6e-3,
+                  "checkpoint_every": 200, "eval_every": 200, "eval_tokens": 8192, "final_eval_tokens": 262144,
+                  "sample_tokens": 300, "time_budget": 300.0, "dtype": AUTO_DTYPE},
     },
     "medium": {  # an hour-scale CPU run, or minutes on a GPU
         "model": {"embedding_dim": 256, "num_blocks": 8, "block_pattern": "xLSTM[7:1]", "mlstm_num_heads": 4,
                   "slstm_num_heads": 4, "chunk_size": 64},
         "train": {"batch_size": 32, "seq_len": 512, "max_steps": 5000, "warmup_steps": 200, "lr": 2e-3,
                   "checkpoint_every": 500, "eval_every": 500, "eval_tokens": 65536, "final_eval_tokens": 262144,
-                  "sample_tokens": 400, "time_budget": None},
+                  "sample_tokens": 400, "time_budget": None, "dtype": AUTO_DTYPE},
     },
 }
 DEFAULT_PRESET = "small"
@@ -221,6 +228,78 @@ def check_device(device: Any) -> str:
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     return device
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic units (x86: AVX512-BF16 or AMX-BF16; Arm: the BF16 extension).
+
+    Without them PyTorch still runs bf16 autocast, by converting to float32 and back around each operation, which is
+    slower than plain float32: so the default uses bf16 only where this says yes. Asked from PyTorch when it can tell
+    (x86), else read from the kernel's CPU flags (/proc/cpuinfo on Linux); no answer means no."""
+    import torch
+
+    try:
+        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+            return True
+    except (AttributeError, RuntimeError):
+        pass
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_flags(path: str | None = None) -> set[str]:
+    """The CPU feature flags the kernel lists (x86 "flags", Arm "Features"); empty where there is no such file."""
+    flags: set[str] = set()
+    try:
+        with open(path or CPUINFO, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    flags.update(value.split())
+    except OSError:
+        pass
+    return flags
+
+
+def bf16_fast(device: str = "auto") -> bool:
+    """Whether bf16 autocast is faster than float32 on `device` ("auto", "cpu", "cuda[:N]", "mps"): on a CUDA GPU
+    that supports bf16 (Ampere or newer), on a CPU with bf16 units (`cpu_has_bf16`); not on MPS."""
+    import torch
+
+    check_device(device)
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device == "mps":
+        return False
+    return cpu_has_bf16()
+
+
+def resolve_dtype(dtype: str, device: str = "auto") -> str:
+    """"auto" -> "bfloat16" where `bf16_fast(device)`, else "float32"; any other value unchanged."""
+    if dtype == AUTO_DTYPE:
+        return "bfloat16" if bf16_fast(device) else "float32"
+    return dtype
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: Any) -> int | None:
+    """"all" -> one thread per available core, split among the processes of a torchrun job, unless OMP_NUM_THREADS
+    says otherwise (then None: the environment decides); any other value unchanged."""
+    if threads != ALL_CORES:
+        return threads
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    return max(1, available_cores() // world)
 
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
@@ -407,6 +486,9 @@ def build_run_config(preset: str | None = None, yaml_path: str | Path | None = N
             model.pop(other, None)
     for name in ("data", "init_from"):  # stored absolute: the run folder is then usable from any directory
         train[name] = absolute_path(train.get(name))
+    # the machine-dependent choices of a preset, fixed here so config.json records what the run really used
+    train["dtype"] = resolve_dtype(train.get("dtype", "float32"), train.get("device", "auto"))
+    train["threads"] = resolve_threads(train.get("threads"))
     if train.get("init_from") is not None:
         # the architecture comes from the source: only the model fields the user gave are applied on top of it
         model = {k: model[k] for k in touched}

@@ -1,6 +1,16 @@
 """Evaluation of a language model on validation text: loss, bits per byte, perplexity, a unigram baseline on the
 same tokens, and length extrapolation (loss at context lengths beyond the training length).
 
+Two ways to score a text, chosen by what the model can do:
+
+- **state carried** (models whose `forward` takes `state=` and `return_state=`: the xLSTM models, the LSTM): the
+  validation text is cut into `streams` contiguous pieces (one per row of a batch) and each piece is fed in chunks of
+  `seq_len` tokens, every chunk starting from the state the previous one ended in. Every token is predicted from all
+  the text before it in its piece (tens of thousands of tokens, many whole files), as a recurrent model is used; only
+  the first tokens of each piece start cold. The chunk length does not change the numbers, only the memory used.
+- **windows** (everything else, and the length-extrapolation table): non-overlapping windows of `seq_len` tokens,
+  each from an empty context, so a token is predicted from the 0 to seq_len - 1 tokens before it in its window.
+
 bits per byte = loss (nats per token) x tokens / bytes / ln 2, where bytes counts the UTF-8 bytes the scored target
 tokens stand for; it compares models with different tokenizers. The unigram baseline predicts every token with its
 (add-one smoothed) frequency in the training text, ignoring context: a model that does not beat it learned nothing.
@@ -9,6 +19,7 @@ tokens stand for; it compares models with different tokenizers. The unigram base
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import math
 from dataclasses import asdict, dataclass
@@ -19,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batches import eval_windows
+from ..data.batches import eval_streams, eval_windows
 from .checkpoint import atomic_write_bytes
 from .core import autocast
 from .distributed import DistInfo
@@ -37,9 +48,19 @@ class EvalResult:
     unigram_loss: float
     unigram_bpb: float
     seq_len: int
+    streams: int = 0     # > 0: state carried across this many contiguous pieces of the text (else: windows)
+
+    @property
+    def method(self) -> str:
+        """How the tokens were scored, in words (printed with every result)."""
+        if self.streams:
+            per = self.tokens // self.streams
+            return (f"state carried across {self.streams} contiguous pieces of {per:,} tokens, fed {self.seq_len} at "
+                    f"a time: each token sees all the text before it in its piece")
+        return f"non-overlapping windows of {self.seq_len} tokens, each from an empty context"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "method": self.method}
 
 
 def bits_per_byte(loss_nats_per_token: float, tokens: int, n_bytes: int) -> float:
@@ -81,7 +102,7 @@ def windows_loss(model: nn.Module, windows: torch.Tensor, *, batch_size: int, de
             with autocast(device, dtype):
                 logits = model(batch[:, :-1])  # (b, T, V)
             if k < len(batches):
-                nll = F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
+                nll = _nll_sum(logits, batch[:, 1:])
                 total += torch.stack([nll.double(), torch.tensor(float(batch[:, 1:].numel()), device=device,
                                                                  dtype=torch.float64)])
             if progress is not None:
@@ -95,30 +116,99 @@ def windows_loss(model: nn.Module, windows: torch.Tensor, *, batch_size: int, de
     return float(total[0]), int(total[1])
 
 
+def accepts_state(model: nn.Module) -> bool:
+    """Whether `model(input_ids, state=..., return_state=True)` returns (logits, state): a recurrent model whose
+    state can be carried from one chunk of text to the next."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "state" in params and "return_state" in params
+
+
+def _nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy in at least float32 (bf16 logits are upcast; a float64 model keeps float64)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+
+
+@torch.no_grad()
+def streams_loss(model: nn.Module, streams: torch.Tensor, *, chunk: int, device: torch.device,
+                 dtype: str = "float32", info: DistInfo | None = None,
+                 progress: Callable[[int], None] | None = None) -> tuple[float, int]:
+    """(summed nats, token count) of next-token prediction along contiguous streams (R, L + 1), fed `chunk` tokens
+    at a time with the state carried from chunk to chunk. Rank r of a torchrun job takes rows r, r + W, ...; every
+    rank makes the same number of forward calls (FSDP needs it) and the sums are all-reduced."""
+    info = info or DistInfo()
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    rows = streams[info.rank::info.world_size]
+    scored = rows.shape[0] > 0
+    if not scored:  # fewer streams than ranks: this rank repeats stream 0 and scores nothing
+        rows = streams[:1]
+    rows = rows.to(device)
+    state = None
+    length = rows.shape[1] - 1
+    try:
+        for start in range(0, length, chunk):
+            piece = rows[:, start:start + chunk + 1]
+            with autocast(device, dtype):
+                logits, state = model(piece[:, :-1], state=state, return_state=True)  # (r, c, V)
+            if scored:
+                nll = _nll_sum(logits, piece[:, 1:])
+                total += torch.stack([nll.double(), torch.tensor(float(piece[:, 1:].numel()), device=device,
+                                                                 dtype=torch.float64)])
+            if progress is not None:
+                progress(piece.shape[0] * (piece.shape[1] - 1))
+    finally:
+        model.train(was_training)
+    if info.distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(total)
+    return float(total[0]), int(total[1])
+
+
 def evaluate(model: nn.Module, val_tokens: torch.Tensor, *, seq_len: int, max_tokens: int | None,
              byte_lengths: torch.Tensor, counts: torch.Tensor, batch_size: int = 16,
              device: torch.device = torch.device("cpu"), dtype: str = "float32",
-             info: DistInfo | None = None, progress: Callable[[int], None] | None = None) -> EvalResult:
-    """Loss, bits per byte and perplexity on up to `max_tokens` validation tokens (windows of `seq_len` spread over the
-    whole validation text), with the unigram baseline on the same target tokens."""
-    windows = eval_windows(val_tokens, seq_len, max_tokens)  # (W, T + 1)
-    nll, n = windows_loss(model, windows, batch_size=batch_size, device=device, dtype=dtype, info=info,
-                          progress=progress)
-    targets = windows[:, 1:]
+             info: DistInfo | None = None, progress: Callable[[int], None] | None = None,
+             carry_state: bool | None = None) -> EvalResult:
+    """Loss, bits per byte and perplexity on up to `max_tokens` validation tokens, with the unigram baseline on the
+    same target tokens.
+
+    `carry_state` (default: whether the model can, `accepts_state`): score `batch_size` contiguous pieces spread over
+    the whole validation text with the state carried along each (see the module docstring); otherwise windows of
+    `seq_len` tokens spread over the whole text."""
+    info = info or DistInfo()
+    carry = accepts_state(model) if carry_state is None else carry_state
+    if carry:
+        n_streams = max(1, batch_size)
+        n_streams = math.ceil(n_streams / info.world_size) * info.world_size  # every rank gets as many rows
+        streams = eval_streams(val_tokens, n_streams, max_tokens)  # (R, L + 1)
+        nll, n = streams_loss(model, streams, chunk=seq_len, device=device, dtype=dtype, info=info,
+                              progress=progress)
+        targets = streams[:, 1:]
+    else:
+        windows = eval_windows(val_tokens, seq_len, max_tokens)  # (W, T + 1)
+        nll, n = windows_loss(model, windows, batch_size=batch_size, device=device, dtype=dtype, info=info,
+                              progress=progress)
+        targets = windows[:, 1:]
     n_bytes = int(byte_lengths[targets].sum())
     loss = nll / n
     uni = unigram_loss(counts, targets)
     return EvalResult(loss=loss, bpb=bits_per_byte(loss, n, n_bytes), perplexity=math.exp(min(loss, 700.0)),
                       tokens=n, bytes=n_bytes, unigram_loss=uni, unigram_bpb=bits_per_byte(uni, n, n_bytes),
-                      seq_len=seq_len)
+                      seq_len=seq_len, streams=targets.shape[0] if carry else 0)
 
 
 def length_extrapolation(model: nn.Module, val_tokens: torch.Tensor, lengths: list[int], *, max_tokens: int,
                          byte_lengths: torch.Tensor, counts: torch.Tensor, batch_size: int = 8,
                          device: torch.device = torch.device("cpu"), dtype: str = "float32",
                          progress: Callable[[int], None] | None = None) -> list[EvalResult]:
-    """`evaluate` at each context length (the same token budget per length; lengths longer than the validation text
-    are skipped with a note in the returned list's absence)."""
+    """`evaluate` in windows of each context length (the same token budget per length; the context is what is
+    measured, so no state is carried between windows; lengths longer than the validation text are skipped)."""
     results = []
     for length in lengths:
         if val_tokens.numel() < length + 1:
@@ -126,13 +216,13 @@ def length_extrapolation(model: nn.Module, val_tokens: torch.Tensor, lengths: li
         per_batch = max(1, min(batch_size, max_tokens // length))
         results.append(evaluate(model, val_tokens, seq_len=length, max_tokens=max(max_tokens, length),
                                 byte_lengths=byte_lengths, counts=counts, batch_size=per_batch, device=device,
-                                dtype=dtype, progress=progress))
+                                dtype=dtype, progress=progress, carry_state=False))
     return results
 
 
 def format_result(r: EvalResult, label: str = "validation") -> str:
-    """A few aligned lines: the model next to the unigram baseline."""
-    return (f"{label} ({r.tokens:,} tokens, {r.bytes:,} bytes, context {r.seq_len}):\n"
+    """A few aligned lines: how the text was scored, then the model next to the unigram baseline."""
+    return (f"{label} ({r.tokens:,} tokens, {r.bytes:,} bytes; {r.method}):\n"
             f"  {'':10s} {'loss':>8s} {'bits/byte':>10s} {'perplexity':>11s}\n"
             f"  {'model':10s} {r.loss:8.4f} {r.bpb:10.4f} {r.perplexity:11.3f}\n"
             f"  {'unigram':10s} {r.unigram_loss:8.4f} {r.unigram_bpb:10.4f} {math.exp(r.unigram_loss):11.3f}")
