@@ -197,8 +197,9 @@ def table(results: dict, epochs: dict) -> str:
             m, s = mean_spread([r["test_accuracy"] for r in rs])
             sp = results["speed"].get(f"{data}/{arch}", {})
             name = "Vision-LSTM v2 (vil-micro)" if arch == "vil" else "ViT (DeiT-style, timm)"
+            accs = ", ".join(f"{100 * r['test_accuracy']:.1f}" for r in rs)
             lines.append(f"| {data} | {name} | {rs[0]['params']:,} | {100 * m:.2f} ± {100 * s:.2f} % "
-                         f"({', '.join(f'{100 * r['test_accuracy']:.1f}' for r in rs)}) | {rs[0]['steps']} | "
+                         f"({accs}) | {rs[0]['steps']} | "
                          f"{statistics.mean(r['seconds'] for r in rs):.0f} | "
                          f"{sp.get('train_images_per_s', float('nan')):.0f} | "
                          f"{sp.get('infer_images_per_s_b64', float('nan')):.0f} | "

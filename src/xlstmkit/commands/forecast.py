@@ -472,7 +472,9 @@ def bench_table(rows: list[dict]) -> str:
         if not ds:
             continue
         mean = sum(per[(d, m)] for d in ds) / len(ds)
-        rel = [per[(d, m)] / per[(d, "SeasonalNaive")] for d in ds if (d, "SeasonalNaive") in per]
+        # datasets where either MASE is 0 (a series the seasonal naive forecast gets exactly) have no finite ratio
+        rel = [per[(d, m)] / per[(d, "SeasonalNaive")] for d in ds
+               if per.get((d, "SeasonalNaive"), 0.0) > 0 and per[(d, m)] > 0]
         geo = math.exp(sum(math.log(x) for x in rel) / len(rel)) if rel else float("nan")
         lines.append(f"| {m} | {mean:.3f} | {geo:.3f} | {len(ds)} |")
     return "\n".join(lines)
