@@ -10,7 +10,7 @@ from .mlstm import (
     mlstm_reference,
     mlstm_step,
 )
-from .slstm import SLSTMState, slstm_sequence, slstm_step
+from .slstm import SLSTMState, slstm_reference, slstm_sequence, slstm_step
 
 __all__ = [
     "MLSTM_FORMS",
@@ -22,6 +22,7 @@ __all__ = [
     "mlstm_recurrent",
     "mlstm_reference",
     "mlstm_step",
+    "slstm_reference",
     "slstm_sequence",
     "slstm_step",
 ]
