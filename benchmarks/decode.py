@@ -26,7 +26,6 @@ import argparse
 import copy
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from measure import interleave  # noqa: E402
 from xlstmkit.config import parse_block_pattern  # noqa: E402
 from xlstmkit.interop.official import from_official  # noqa: E402
 from xlstmkit.models.native_decode import use_native_decode  # noqa: E402
@@ -71,19 +71,6 @@ def official_model(dim: int, blocks: int, slstm_at: list[int]):
     model = xLSTMLMModel(cfg)
     model.reset_parameters()
     return model.eval()
-
-
-def interleave(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, round-robin after one warm-up call each."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def loops(off, ours, bf16, int8, B: int, n: int) -> dict:
