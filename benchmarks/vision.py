@@ -1,11 +1,14 @@
 """Vision-LSTM against a DeiT-style ViT of the same parameter count (timm), on digits and Pathfinder, side by side.
 
     python benchmarks/vision.py [--seeds 0 1 2] [--data digits pathfinder] [--out benchmarks/results/vision]
-                                [--digits-epochs 15] [--pathfinder-epochs 12] [--threads 1]
+                                [--digits-budget 240] [--pathfinder-budget 480] [--threads 1]
+                                [--digits-epochs 15 --pathfinder-epochs 12 --budget 0]   # equal steps instead
 
 Accuracy: every (data set, seed) trains both models with `xlstmkit vision train` (the same command, `--arch vil` or
-`--arch vit`): same data, split, augmentation, optimiser, schedule, batch size and number of steps; the runs of the
-two models alternate, so machine load hits both alike. Each run is a subprocess with --threads 1 and writes its
+`--arch vit`): same data, split, augmentation, optimiser, batch size and the same CPU time budget (`--time-budget`:
+the cosine schedule is fitted to the steps that fit in the budget at the measured pace, so the faster model takes
+more steps); `--budget 0` gives both the same number of epochs instead. The runs of the two models alternate, so
+machine load hits both alike. Each run is a subprocess with --threads 1 and writes its
 --json; the table gives the mean and the spread (sample standard deviation) of the test accuracy over the seeds.
 
 Speed (one thread, medians of interleaved repeats, in this process): training images/s (forward, backward and AdamW
@@ -42,9 +45,11 @@ def load_average() -> str:
         return "n/a"
 
 
-def train_command(data: str, arch: str, seed: int, epochs: int, out: Path, threads: int, extra: list[str]) -> list[str]:
-    return ["xlstmkit", "vision", "train", "--data", data, "--arch", arch, "--seed", str(seed), "--epochs",
-            str(epochs), "--threads", str(threads), "--no-progress", "--checkpoint-every", "0", "--out", str(out),
+def train_command(data: str, arch: str, seed: int, epochs: int, budget: float | None, out: Path, threads: int,
+                  extra: list[str]) -> list[str]:
+    limit = ["--epochs", str(epochs)] if not budget else ["--epochs", "1000", "--time-budget", f"{budget:g}"]
+    return ["xlstmkit", "vision", "train", "--data", data, "--arch", arch, "--seed", str(seed), *limit,
+            "--threads", str(threads), "--no-progress", "--checkpoint-every", "0", "--out", str(out),
             "--json", str(out) + ".json", *extra]
 
 
@@ -117,6 +122,10 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", default=["digits", "pathfinder"])
     ap.add_argument("--digits-epochs", type=int, default=15)
     ap.add_argument("--pathfinder-epochs", type=int, default=12)
+    ap.add_argument("--digits-budget", type=float, default=240.0, help="training seconds per run on digits")
+    ap.add_argument("--pathfinder-budget", type=float, default=480.0, help="training seconds per run on Pathfinder")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="0: equal epochs (--*-epochs) instead of an equal time budget")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats of each speed measurement")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vision"))
@@ -131,6 +140,10 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": [], "speed": {}}
     load_before = load_average()
     epochs = {"digits": args.digits_epochs, "pathfinder": args.pathfinder_epochs}
+    budgets = {"digits": args.digits_budget, "pathfinder": args.pathfinder_budget}
+    if args.budget == 0:
+        budgets = {k: None for k in budgets}
+    results["budgets"] = budgets
     extra = args.extra.split()
     commands = {}
     if not args.skip_training:
@@ -138,7 +151,7 @@ def main() -> None:
         for data in args.data:
             for seed in args.seeds:
                 for arch in ARCHS:  # alternate the two models
-                    cmd = train_command(data, arch, seed, epochs[data], out / f"{data}_{arch}_s{seed}", args.threads,
+                    cmd = train_command(data, arch, seed, epochs[data], budgets[data], out / f"{data}_{arch}_s{seed}", args.threads,
                                         extra)
                     commands[(data, arch)] = cmd
                     print(f"[{time.strftime('%H:%M:%S')}] load {load_average()}: {' '.join(cmd)}", flush=True)
@@ -168,22 +181,24 @@ def main() -> None:
     results["load_average"] = {"before": load_before, "after": load_average()}
     results["threads"] = args.threads
     results_path.write_text(json.dumps(results, indent=1))
-    Path(args.table).write_text(table(results, epochs))
+    Path(args.table).write_text(table(results, epochs, results.get("budgets", {})))
     print(f"wrote {results_path} and {args.table}")
 
 
-def table(results: dict, epochs: dict) -> str:
+def table(results: dict, epochs: dict, budgets: dict) -> str:
+    timed = any(budgets.values())
     lines = ["# Vision-LSTM against a DeiT-style ViT of the same size (CPU)", "",
              "Made by `benchmarks/vision.py` (the commands are below). Both models are trained by `xlstmkit vision "
              "train` with the same data, split, augmentation (digits: small affine maps; Pathfinder: the symmetries "
              "of the square), optimiser (AdamW, lr 2e-3, warm-up and cosine decay, weight decay 0.05, label "
-             "smoothing 0.1, clipping 1), batch size (64) and number of steps; only `--arch` differs. The ViT is "
+             "smoothing 0.1, clipping 1), batch size (64) and " + ("CPU time budget (the schedule is fitted to the steps that "
+             "fit in it, so the faster model takes more steps)" if timed else "number of steps") + "; only `--arch` differs. The ViT is "
              "timm's `VisionTransformer` with a class token (DeiT's architecture), the ViL's width, one block per "
              "ViL block pair, heads of 64 channels and the MLP width that matches the parameter count.", "",
              f"Machine: {os.cpu_count()} CPU cores shared with other jobs; load average {results['load_average']['before']}"
              f" (1, 5, 15 min) before and {results['load_average']['after']} after the runs. Every run and every speed "
              f"measurement uses {results.get('threads', 1)} thread.", ""]
-    lines += ["| data | model | parameters | test accuracy (mean ± sd, seeds) | steps | training s (mean) | "
+    lines += ["| data | model | parameters | test accuracy (mean ± sd, seeds) | steps (mean) | training s (mean) | "
               "training img/s | inference img/s (batch 64) | inference ms/image (batch 1) |",
               "|---|---|---|---|---|---|---|---|---|"]
     for data in ("digits", "pathfinder"):
@@ -199,7 +214,7 @@ def table(results: dict, epochs: dict) -> str:
             name = "Vision-LSTM v2 (vil-micro)" if arch == "vil" else "ViT (DeiT-style, timm)"
             accs = ", ".join(f"{100 * r['test_accuracy']:.1f}" for r in rs)
             lines.append(f"| {data} | {name} | {rs[0]['params']:,} | {100 * m:.2f} ± {100 * s:.2f} % "
-                         f"({accs}) | {rs[0]['steps']} | "
+                         f"({accs}) | {statistics.mean(r['steps'] for r in rs):.0f} | "
                          f"{statistics.mean(r['seconds'] for r in rs):.0f} | "
                          f"{sp.get('train_images_per_s', float('nan')):.0f} | "
                          f"{sp.get('infer_images_per_s_b64', float('nan')):.0f} | "
@@ -218,9 +233,11 @@ def table(results: dict, epochs: dict) -> str:
         key = (r["data"], r["arch"])
         if key not in seen:
             seen.add(key)
-            lines.append(r["command"].replace(f"--seed {r['seed']}", "--seed S"))
-    lines += ["```", "", f"Epochs: {epochs}. Reproduce everything with `python benchmarks/vision.py` "
-              "(`--seeds`, `--digits-epochs`, `--pathfinder-epochs` change the budget).", ""]
+            lines.append(r["command"].replace(f"--seed {r['seed']}", "--seed S").replace(f"_s{r['seed']}", "_sS")
+                         .replace(str(ROOT) + os.sep, ""))
+    limit = f"Time budget per run (s): {budgets}" if timed else f"Epochs: {epochs}"
+    lines += ["```", "", f"{limit}. Reproduce everything with `python benchmarks/vision.py` (`--seeds`, "
+              "`--digits-budget`, `--pathfinder-budget` change the budget; `--budget 0` trains equal epochs).", ""]
     return "\n".join(lines)
 
 
