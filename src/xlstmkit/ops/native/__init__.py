@@ -165,19 +165,16 @@ def call(lib: Library, name: str, dtype: torch.dtype, ints: tuple[int | float, .
         raise ValueError(f"native {name}: expected {len(decl.arrays)} tensors "
                          f"({', '.join(a.name for a in decl.arrays)}), got {len(tensors)}")
     pointers = []
-    for t, (want, shape, optional) in zip(tensors, wanted):
-        if t is None:
-            if optional:
-                pointers.append(None)
-                continue
-        elif t.dtype is want and t.is_cpu and t.shape == shape and t.is_contiguous():
+    for arg, t, (want, shape, optional) in zip(decl.arrays, tensors, wanted):
+        if t is None and optional:
+            pointers.append(None)
+        elif t is not None and t.dtype is want and t.is_cpu and t.shape == shape and t.is_contiguous():
             pointers.append(t.data_ptr())
-            continue
-        for arg, t_, (_, shape_, _) in zip(decl.arrays, tensors, wanted):  # the slow path: say what is wrong
-            problem = _problem(name, arg, t_, dtype, shape_)
+        else:  # the slower look at this argument: a shape with extra leading dimensions, a uint8 mask, or a problem
+            problem = _problem(name, arg, t, dtype, shape)
             if problem:
                 raise ValueError(problem)
-        pointers.append(None if t is None else t.data_ptr())  # None where allowed; or a mask given as uint8
+            pointers.append(t.data_ptr())
     c_fn(*ints, *pointers)
 
 
