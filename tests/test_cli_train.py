@@ -72,6 +72,22 @@ def test_eval_with_lengths(trained, capsys):
     assert report["validation"]["tokens"] == 128 and len(report["lengths"]) == 3
 
 
+def test_eval_with_quantised_weights_scores_close_to_float32_and_says_which(trained, tmp_path):
+    """--weights bf16|int8 evaluates the model a quantised deployment serves: the scores move (the weights did), but
+    by little on this tiny model, and eval.json records the weight storage."""
+    _, out, _ = trained
+    bpb = {}
+    for weights in ("float32", "bf16", "int8"):
+        assert main(["eval", "--run", str(out), "--weights", weights, "--max-tokens", "256", "--out",
+                     str(tmp_path / weights), "--no-progress"]) == 0
+        report = json.loads((tmp_path / weights / "eval.json").read_text())
+        assert report["weight_dtype"] == weights
+        bpb[weights] = report["validation"]["bpb"]
+    assert bpb["bf16"] != bpb["float32"] or bpb["int8"] != bpb["float32"]  # the quantised weights were used
+    for weights in ("bf16", "int8"):
+        assert bpb[weights] == pytest.approx(bpb["float32"], rel=0.02)
+
+
 def test_generate_streams_and_is_seeded(trained, capsys):
     _, out, _ = trained
     args = ["generate", "--run", str(out), "--prompt", "print(", "--max-new-tokens", "10", "--top-k", "5",

@@ -94,6 +94,24 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     add_field_flags(group, TrainConfig, only=ENGINE_FIELDS)
 
 
+def add_weights_flag(parser: argparse.ArgumentParser, use: str) -> None:
+    """--weights float32|bf16|int8: the storage of the loaded weights (xlstmkit.quantize); states stay float32."""
+    from ..quantize import WEIGHT_DTYPES
+
+    parser.add_argument("--weights", default="float32", choices=WEIGHT_DTYPES,
+                        help=f"weight storage {use}: float32 (as trained), bf16 or int8 (weight-only, per-channel "
+                             "scales); states stay float32 (default float32)")
+
+
+def apply_weights(model, weights: str):
+    """The model with its weights stored as --weights asks (in place; float32 leaves it as loaded)."""
+    if weights != "float32":
+        from ..quantize import quantize_
+
+        quantize_(model, weights)
+    return model
+
+
 def engine(args: argparse.Namespace):
     """(torch.device, dtype name, threads) from the engine flags, validated; sets torch's thread count and returns
     the previous one last."""

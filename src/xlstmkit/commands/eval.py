@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_engine_flags, engine, positive
+from .common import add_engine_flags, add_weights_flag, apply_weights, engine, positive
 
 
 def _lengths(text: str) -> list[int]:
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="folder for eval.json and the length table and plot (default: the run folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    add_weights_flag(parser, "to evaluate (what a quantised model loses)")
     add_engine_flags(parser)
 
 
@@ -91,7 +92,7 @@ def _evaluate(args, run_dir: Path, out_dir: Path | None, device, dtype: str) -> 
 
     warn = lambda msg: print(f"warning: {msg}", file=sys.stderr)  # noqa: E731
     loaded = runs.load_model(run_dir, warn=warn)
-    model, tokenizer = loaded.model.to(device), loaded.tokenizer
+    model, tokenizer = apply_weights(loaded.model.to(device), args.weights), loaded.tokenizer
     cfg = loaded.run.train if loaded.run is not None else TrainConfig()
     seq_len = args.seq_len or (cfg.seq_len if loaded.run is not None else 512)
     max_tokens = args.max_tokens or cfg.final_eval_tokens
@@ -127,7 +128,7 @@ def _evaluate(args, run_dir: Path, out_dir: Path | None, device, dtype: str) -> 
     finally:
         bar.close()
     print(format_result(result))
-    report = {"weights": loaded.source, "data": corpus.description, "validation": result.to_dict()}
+    report = {"weights": loaded.source, "weight_dtype": args.weights, "data": corpus.description, "validation": result.to_dict()}
     written = []
     if args.lengths:
         skipped = [n for n in args.lengths if n not in {r.seq_len for r in rows}]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_engine_flags, engine, finite, positive
+from .common import add_engine_flags, add_weights_flag, apply_weights, engine, finite, positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
     parser.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass in (0, 1]")
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
-    parser.add_argument("--weights", default="float32", choices=("float32", "bf16", "int8"),
-                        help="weight storage for generation: float32 (as trained), bf16 or int8 (weight-only, "
-                             "per-channel scales); states stay float32 (default float32)")
+    add_weights_flag(parser, "for generation")
     add_engine_flags(parser)
 
 
@@ -49,11 +47,7 @@ def main(args: argparse.Namespace) -> int:
     device, dtype, _ = engine(args)
     warn = lambda msg: print(f"warning: {msg}", file=sys.stderr)  # noqa: E731
     loaded = runs.load_model(args.run, warn=warn)
-    model = loaded.model.to(device)
-    if args.weights != "float32":
-        from ..quantize import quantize_
-
-        quantize_(model, args.weights)
+    model = apply_weights(loaded.model.to(device), args.weights)
     eos = getattr(model.config, "eos_token_id", None)  # the 7B architecture stops at its end-of-text token
     if args.top_k is not None and args.top_k > loaded.tokenizer.vocab_size:
         raise ValueError(f"--top-k {args.top_k} is larger than the vocabulary ({loaded.tokenizer.vocab_size})")
