@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -123,6 +124,33 @@ def test_time_budget_fits_the_schedule_and_stops(tmp_path):
     result = json.loads(js.read_text())
     assert result["stopped_by"] in ("time_budget", "steps") and result["steps"] < 1000 * (1438 // 16)
     assert result["seconds"] < 10
+
+
+def test_time_budget_is_filled_when_the_first_step_is_slow(tmp_path, monkeypatch):
+    """The first step carries one-off costs (here a 1.5 s sleep); the schedule is fitted to the pace of the steps
+    after it, so the run still trains for most of its budget (fitting it to the first steps' average stopped a 240 s
+    run after 40 s)."""
+    from xlstmkit.commands import vision
+
+    original = vision.VisionTrainer.train_one_step
+    calls = []
+
+    def slow_first(self, step):
+        if not calls:
+            time.sleep(1.5)
+        calls.append(step)
+        stats = original(self, step)
+        if len(calls) == 1:
+            self.step_time += 1.5
+        return stats
+
+    monkeypatch.setattr(vision.VisionTrainer, "train_one_step", slow_first)
+    js = tmp_path / "r.json"
+    assert _run(["vision", "train", "--data", "digits", "--epochs", "1000", "--time-budget", "5", "--eval-every",
+                 "0", "--out", str(tmp_path / "run"), "--json", str(js), *SMALL]) == 0
+    result = json.loads(js.read_text())
+    assert result["stopped_by"] in ("time_budget", "steps")
+    assert 3.5 < result["seconds"] < 6.0, result
 
 
 def test_vit_baseline_matches_the_parameter_count(tmp_path):

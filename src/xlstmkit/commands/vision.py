@@ -32,7 +32,7 @@ from .common import add_engine_flags, add_field_flags, given
 
 KIND = "vision"
 CONFUSION_PLOT = "confusion.png"
-CALIBRATION_STEPS = 3  # steps timed before a --time-budget run fixes its schedule's length
+CALIBRATION_STEPS = 3  # steps timed (after the first) before a --time-budget run may fix its schedule's length
 RESUMABLE = ("time_budget", "eval_every", "checkpoint_every", "keep_last", "device", "threads")
 COLUMNS = ["step", "images", "loss", "acc", "lr", "grad_norm", "images_per_s", "elapsed_s", "val_loss", "val_acc"]
 # per data source: image size, patch size, preset, epochs (docs/vision.md: what learns in a few CPU minutes)
@@ -403,6 +403,7 @@ class VisionTrainer:
         self.planned = cfg.max_steps or epochs * self.steps_per_epoch
         self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(100, self.planned // 10)
         self.horizon: int | None = None if (cfg.time_budget and not cfg.max_steps) else self.planned
+        self.horizon_fixed = self.horizon is not None  # a --time-budget run fits it to the measured pace
         spec = OptimSpec(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
                          warmup_steps=self.warmup, min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip)
         self.optimizer = build_optimizer(self.model, spec)
@@ -459,6 +460,7 @@ class VisionTrainer:
             groups.append({**{k: v for k, v in saved.items() if k != "params"}, "params": ids})
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         self.horizon = ckpt.state.get("horizon")
+        self.horizon_fixed = self.horizon is not None
         self.scheduler.load_state_dict(ckpt.state["scheduler"])
         sync_lr(self.optimizer, self.scheduler)
         set_rng_state(ckpt.rng, ckpt.state["rng"])
@@ -548,20 +550,30 @@ class VisionTrainer:
         self.step_time = time.time() - t0
         return stats
 
-    def _fix_horizon(self, step: int) -> None:
-        """--time-budget without --max-steps: after CALIBRATION_STEPS timed steps, the schedule's length becomes the
-        steps that fit in the rest of the budget at the measured pace (at most the planned steps)."""
+    def _fit_horizon(self, step: int) -> None:
+        """--time-budget without --max-steps: the schedule's length is the number of steps that fit in the rest of
+        the budget at the measured pace (at most the planned steps). The pace is wall time per step since the end
+        of this session's first step, which carries one-off costs (first calls' set-up, a native library compiled on
+        first use; counting it once cut a 240 s budget to 40 s). The length is re-estimated after every step of the
+        warm-up, where the learning rate does not depend on it, and fixed at the warm-up's end (at the earliest
+        CALIBRATION_STEPS steps after the first)."""
         done = step - self.start_step
-        if self.horizon is not None or done < CALIBRATION_STEPS:
+        if self.horizon_fixed or done < 1:
             return
-        pace = self.session_seconds / done
-        left = self.cfg.time_budget - (time.time() - self.t_loop)
+        now = time.time()
+        if done == 1:
+            self.t_first = now
+            return
+        pace = (now - self.t_first) / (done - 1)
+        left = self.cfg.time_budget - (now - self.t_loop)
         self.horizon = max(step + 1, min(self.planned, step + int(0.97 * left / max(pace, 1e-9))))
         self.bar.total = self.horizon
         if self.bar.bar is not None:
             self.bar.bar.total = self.horizon
-        self.say(f"time budget {self.cfg.time_budget:.0f}s: {pace:.2f}s per step, the schedule runs "
-                 f"{self.horizon} steps")
+        if done - 1 >= CALIBRATION_STEPS and step >= self.warmup:
+            self.horizon_fixed = True
+            self.say(f"time budget {self.cfg.time_budget:.0f}s: {pace:.2f}s per step, the schedule runs "
+                     f"{self.horizon} steps")
 
     def after_step(self, step: int, stats) -> None:
         from ..train.core import clock
@@ -575,7 +587,7 @@ class VisionTrainer:
         if not math.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss} at step {step}: lower --lr (now {cfg.lr})")
         if cfg.time_budget is not None:
-            self._fix_horizon(step)
+            self._fit_horizon(step)
         row = {"step": step, "images": self.images_seen, "loss": round(loss, 6), "acc": round(self.last_acc, 4),
                "lr": stats.lr, "grad_norm": round(stats.grad_norm, 6),
                "images_per_s": round(cfg.batch_size / max(self.step_time, 1e-9), 1),
@@ -614,7 +626,8 @@ class VisionTrainer:
                                     for g in osd["param_groups"]]}
         self.metrics.sync()
         save_checkpoint(self.run_dir, self.step, self.model.state_dict(), by_name,
-                        {"scheduler": self.scheduler.state_dict(), "horizon": self.horizon,
+                        {"scheduler": self.scheduler.state_dict(),
+                         "horizon": self.horizon if self.horizon_fixed else None,
                          "train_seconds": self.train_seconds, "images": self.images_seen,
                          "data_fingerprint": self.fingerprint}, keep_last=self.cfg.keep_last)
         self.last_saved = self.step
