@@ -170,6 +170,35 @@ def test_two_threads_give_the_one_thread_numbers():
 # lower-precision weights
 
 
+@pytest.mark.parametrize("fmt", ["float32", "bf16", "int8"])
+def test_the_matrix_vector_kernel_equals_float64_at_awkward_widths_and_batches(fmt):
+    """`linear` (the kernel every native product uses) against float64 on the same stored weights: widths around
+    the kernel's 16- and 32-element steps, row counts around its 4-row tiles, batches 1-5, with scale and bias."""
+    lib = native.library()
+    g = torch.Generator().manual_seed(0)
+    for I in (1, 7, 16, 31, 32, 33, 63, 64, 65, 130):
+        for O in (1, 3, 4, 5, 9):
+            for B in (1, 2, 5):
+                w = torch.randn(O, I, generator=g)
+                x, bias = torch.randn(B, I, generator=g), torch.randn(O, generator=g)
+                scale = None
+                if fmt == "bf16":
+                    stored = w.to(torch.bfloat16)
+                    wf, wb = stored.double(), 2
+                elif fmt == "int8":
+                    stored, scale = quantize_rows(w)
+                    wf, wb = stored.double() * scale.double()[:, None], 1
+                else:
+                    stored, wf, wb = w, w.double(), 4
+                y = torch.empty(B, O)
+                status = torch.zeros(1, dtype=torch.int32)
+                native.call(lib, "linear", torch.float32, (B, O, I, wb, 1),
+                            (x, stored.contiguous().view(-1).view(torch.uint8), scale, bias, y, status))
+                ref = x.double() @ wf.t() + bias.double()
+                assert status.item() == 0
+                torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * (1 + I ** 0.5), msg=f"{I} {O} {B}")
+
+
 def test_bf16_weights_compute_the_function_of_the_rounded_weights_in_float32():
     """A bfloat16 model decodes natively with float32 state and arithmetic: the logits of a float32 model holding
     the same (rounded) weights within 1e-5, and within 5% of the logit range of the unrounded model."""

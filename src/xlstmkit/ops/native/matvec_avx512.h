@@ -5,7 +5,11 @@
  * A tile is 4 weight rows times up to 4 batch rows: 16 accumulators of 16 lanes, each weight vector loaded once
  * and used for every batch row, each x vector loaded once and used for 4 weight rows. The last partial vector of
  * a row is read with a masked load (nothing past the end of a row is touched). Weights are widened to float as
- * they are loaded: bfloat16 by a 16-bit shift (exact), int8 by a conversion (exact). */
+ * they are loaded: bfloat16 by a 16-bit shift (exact), int8 by a conversion (exact); bfloat16 rows go 32 at a time
+ * through a cheaper widening (zeros interleaved below each weight) against x permuted to match. Each load is
+ * paired with a prefetch of the same place in the next tile's rows: weights stream from memory at batch 1, and
+ * four interleaved row streams outran the hardware prefetcher (bf16 (4096, 1024) product at 1 thread: 0.53 ->
+ * 0.22 ms, 16 -> 41 GB/s; a (50304, 1024) head from memory 12.5 -> 10 ms; medians, another job on the other core). */
 #include <immintrin.h>
 
 static inline __attribute__((always_inline)) __m512 xk_load16(const int fmt, const void *w, size_t off,
@@ -43,10 +47,41 @@ static inline __attribute__((always_inline)) void xk_tile(const int fmt, const i
     __m512 acc[4][4];
     for (int c = 0; c < CB; ++c)
         for (int k = 0; k < 4; ++k) acc[c][k] = _mm512_setzero_ps();
+    const size_t wbytes = fmt == XK_W_BF16 ? 2 : fmt == XK_W_I8 ? 1 : sizeof(float);
+    const size_t ahead = 4 * (size_t)I; /* the same place in the next tile (its rows follow these four) */
     int i = 0;
+    if (fmt == XK_W_BF16) {
+        /* 32 bfloat16 weights per load, widened by interleaving zeros below them (one instruction per 16): within
+         * each 128-bit lane, unpacklo yields elements 0-3 and unpackhi 4-7, so x is permuted to match
+         * ({0-3, 8-11, 16-19, 24-27} and {4-7, 12-15, 20-23, 28-31}), once per batch row for all four rows */
+        const __m512i lo_idx = _mm512_set_epi32(27, 26, 25, 24, 19, 18, 17, 16, 11, 10, 9, 8, 3, 2, 1, 0);
+        const __m512i hi_idx = _mm512_set_epi32(31, 30, 29, 28, 23, 22, 21, 20, 15, 14, 13, 12, 7, 6, 5, 4);
+        const __m512i zero = _mm512_setzero_si512();
+        for (; i + 32 <= I; i += 32) {
+            __m512i wv[4];
+            for (int k = 0; k < 4; ++k) {
+                _mm_prefetch((const char *)w + (rows[k] + ahead + i) * wbytes, _MM_HINT_T0);
+                wv[k] = _mm512_loadu_si512((const uint16_t *)w + rows[k] + i);
+            }
+            for (int c = 0; c < CB; ++c) {
+                const __m512 xa = _mm512_loadu_ps(x + c * ldx + i), xb = _mm512_loadu_ps(x + c * ldx + i + 16);
+                const __m512 xlo = _mm512_permutex2var_ps(xa, lo_idx, xb);
+                const __m512 xhi = _mm512_permutex2var_ps(xa, hi_idx, xb);
+                for (int k = 0; k < 4; ++k) {
+                    acc[c][k] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, wv[k])), xlo,
+                                                acc[c][k]);
+                    acc[c][k] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, wv[k])), xhi,
+                                                acc[c][k]);
+                }
+            }
+        }
+    }
     for (; i + 16 <= I; i += 16) {
         __m512 wv[4];
-        for (int k = 0; k < 4; ++k) wv[k] = xk_load16(fmt, w, rows[k] + i, 0xFFFF);
+        for (int k = 0; k < 4; ++k) {
+            _mm_prefetch((const char *)w + (rows[k] + ahead + i) * wbytes, _MM_HINT_T0);
+            wv[k] = xk_load16(fmt, w, rows[k] + i, 0xFFFF);
+        }
         for (int c = 0; c < CB; ++c) {
             const __m512 xv = _mm512_loadu_ps(x + c * ldx + i);
             for (int k = 0; k < 4; ++k) acc[c][k] = _mm512_fmadd_ps(wv[k], xv, acc[c][k]);
