@@ -96,8 +96,12 @@ def loops(off, ours, bf16, int8, B: int, n: int) -> dict:
     def generate() -> None:
         ours.generate(first[:, None], n)
 
+    def generate_sampled() -> None:  # temperature 0.8, top-k 50: what a chat loop does per token
+        ours.generate(first[:, None], n, temperature=0.8, top_k=50, seed=0)
+
     return {"official xlstm step()": official, "xlstmkit PyTorch decode_step": ours_loop(ours, False),
             "xlstmkit native, float32 weights": ours_loop(ours, True), "xlstmkit generate() (native f32)": generate,
+            "xlstmkit generate() sampled (native f32)": generate_sampled,
             "xlstmkit native, bf16 weights": ours_loop(bf16, True),
             "xlstmkit native, int8 weights": ours_loop(int8, True)}
 
