@@ -106,6 +106,74 @@ def loops(off, ours, bf16, int8, B: int, n: int) -> dict:
             "xlstmkit native, int8 weights": ours_loop(int8, True)}
 
 
+def serving(off, ours, bf16, int8, batches: list[int], threads: list[int], args) -> list[str]:
+    """Batched generation from prompts of different lengths: the official model steps through the padded prompts and
+    then generates (it has no padding support; the pads cost it the same steps a real token does), xlstmkit prefills
+    with `attention_mask` in one chunkwise pass and decodes natively. Both produce --tokens new tokens per row."""
+    lo, hi = (int(v) for v in args.prompts.split(","))
+    n = args.tokens
+    lines, points = [], {}
+    g = torch.Generator().manual_seed(4)
+    for B in batches:
+        lengths = torch.randint(lo, hi + 1, (B,), generator=g)
+        S = int(lengths.max())
+        ids = torch.randint(0, V, (B, S), generator=g)
+        mask = (torch.arange(S)[None, :] >= (S - lengths)[:, None]).long()  # left padding
+        ids = ids * mask
+
+        @torch.no_grad()
+        def official() -> None:
+            state, tok = None, None
+            for i in range(S):
+                logits, state = off.step(ids[:, i:i + 1], state=state)
+            tok = logits[:, -1].argmax(-1, keepdim=True)
+            for _ in range(n - 1):
+                logits, state = off.step(tok, state=state)
+                tok = logits[:, -1].argmax(-1, keepdim=True)
+
+        def ours_gen(model):
+            def run() -> None:
+                model.generate(ids, n, attention_mask=mask)
+            return run
+
+        fns = {"official xlstm step() loop": official, "xlstmkit generate(), float32": ours_gen(ours),
+               "xlstmkit generate(), bf16 weights": ours_gen(bf16), "xlstmkit generate(), int8 weights": ours_gen(int8)}
+        for t in threads:
+            torch.set_num_threads(t)
+            before = load()
+            sec = interleave(fns, args.repeats)
+            base = sec["official xlstm step() loop"]
+            lines += [f"## batch {B}, prompts of {lo}-{hi} tokens (longest {S}), {n} new tokens per row, {t} "
+                      f"thread{'s' if t > 1 else ''}", "", f"Load average (1/5/15 min) before: {before}; after: {load()}.",
+                      "", "| implementation | new tokens/s | seconds | vs official |", "|---|---:|---:|---:|"]
+            for name, sec_ in sec.items():
+                lines.append(f"| {name} | {B * n / sec_:,.0f} | {sec_:.3f} | {base / sec_:.2f}x |")
+                points.setdefault((name, t), []).append((B, B * n / sec_))
+            lines.append("")
+            print("\n".join(lines[-(len(sec) + 6):]), flush=True)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for (name, t), pts in points.items():
+            ax.plot([b for b, _ in pts], [v for _, v in pts], marker="o",
+                    label=f"{name.replace('xlstmkit ', '')} ({t} thr.)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch (rows)")
+        ax.set_ylabel("new tokens/s (prefill included)")
+        ax.set_title(f"{args.pattern} d={args.dim}: batched generation, prompts of {lo}-{hi} tokens")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        lines += [f"Plot: `{args.plot}`.", ""]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default 1,2)")
@@ -118,6 +186,11 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=0, metavar="T",
                     help="instead of decoding: time consuming a T-token prompt (last logits), official step() loop vs "
                          "xlstmkit forward (chunkwise) and native stepping, at the first --threads count")
+    ap.add_argument("--prompts", default=None, metavar="MIN,MAX",
+                    help="batched serving instead of one-token prompts: every row gets a prompt of a random length "
+                         "in [MIN, MAX] (left-padded, attention_mask), then --tokens new tokens; tokens/s counts the "
+                         "new tokens of every row, the prefill's time included; with --plot, tokens/s against batch")
+    ap.add_argument("--plot", default=None, metavar="PNG", help="with --prompts: write the tokens/s-vs-batch plot")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "decode.md"))
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
@@ -179,6 +252,9 @@ def main() -> None:
                   "| implementation | seconds | tokens/s | vs official step() loop |", "|---|---:|---:|---:|"]
         lines += [f"| {name} | {s:.3f} | {T / s:,.0f} | {base / s:.1f}x |" for name, s in sec.items()]
         print("\n".join(lines), flush=True)
+        batches = []
+    if args.prompts:
+        lines += serving(off, ours, bf16, int8, batches, threads, args)
         batches = []
     for B in batches:
         n = max(8, args.tokens // max(1, B // 8)) if B > 1 else args.tokens
