@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import interleave  # noqa: E402
+from measure import cpu_model, interleave  # noqa: E402
 from xlstmkit.config import parse_block_pattern  # noqa: E402
 from xlstmkit.interop.official import from_official  # noqa: E402
 from xlstmkit.models.native_decode import use_native_decode  # noqa: E402
@@ -42,15 +42,6 @@ from xlstmkit.quantize import quantize_, weight_bytes  # noqa: E402
 
 V = 256
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load() -> str:

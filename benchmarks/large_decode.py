@@ -4,7 +4,7 @@
                                       [--transformers 300m] [--out benchmarks/results/large_decode.md]
 
 For each size, a checkpoint with random bfloat16 weights is written once with `xlstmkit.interop.hf.save` (4 shards,
-the hub's layout; 7b is xLSTM-7B's shapes, 6.87B parameters, 13.7 GB), then each (size, threads) is measured in a
+the hub's layout, about a quarter each; 7b is xLSTM-7B's shapes, 6.87B parameters, 13.7 GB), then each (size, threads) is measured in a
 fresh process, so that peaks and page caches of one do not flatter another:
 
     load         `hf.load(folder)`: meta-device model, weights memory-mapped (zero copy)
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+from measure import cpu_model  # noqa: E402
 SIZES = {  # xLSTMLargeConfig overrides
     "300m": dict(embedding_dim=1024, num_heads=4, num_blocks=24),
     "7b": {},
@@ -118,7 +119,6 @@ def versus_transformers(folder: Path, threads: int, tokens: int) -> dict:
     import torch
     from transformers import xLSTMForCausalLM
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from measure import interleave
 
     from xlstmkit.interop import hf
@@ -159,16 +159,6 @@ def spawn(kind: str, folder: Path, threads: int, tokens: int) -> dict:
         if line.startswith("RESULT "):
             return json.loads(line[7:])
     raise SystemExit(f"{kind} {folder} at {threads} threads failed:\n{proc.stderr[-3000:]}")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_average() -> str:
@@ -218,7 +208,7 @@ def main() -> None:
         return child(args)
     import torch
 
-    meta = dict(argv=" ".join(sys.argv[1:]), cpu=cpu_name(), torch=torch.__version__, load_before=load_average(),
+    meta = dict(argv=" ".join(sys.argv[1:]), cpu=cpu_model(), torch=torch.__version__, load_before=load_average(),
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     rows, versus = [], []
     for size in args.sizes:

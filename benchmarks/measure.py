@@ -11,6 +11,7 @@ import argparse
 import gc
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -70,6 +72,17 @@ class PeakRSS:
     @property
     def delta_mb(self) -> float:
         return (self.peak - self.start) / 2**20
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the tables' machine line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def interleave(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
