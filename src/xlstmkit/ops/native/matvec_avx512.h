@@ -7,9 +7,10 @@
  * a row is read with a masked load (nothing past the end of a row is touched). Weights are widened to float as
  * they are loaded: bfloat16 by a 16-bit shift (exact), int8 by a conversion (exact); bfloat16 rows go 32 at a time
  * through a cheaper widening (zeros interleaved below each weight) against x permuted to match. Each load is
- * paired with a prefetch of the same place in the next tile's rows: weights stream from memory at batch 1, and
- * four interleaved row streams outran the hardware prefetcher (bf16 (4096, 1024) product at 1 thread: 0.53 ->
- * 0.22 ms, 16 -> 41 GB/s; a (50304, 1024) head from memory 12.5 -> 10 ms; medians, another job on the other core). */
+ * paired with a prefetch into L2 of the same place in the next tile's rows: weights stream from memory at batch 1,
+ * and four interleaved row streams outran the hardware prefetcher. bf16 products at 1 thread, caches flushed
+ * before each call (medians; another job on the other core): (12288, 1024) 9 -> 16 GB/s, (12288, 4096) 14 -> 18,
+ * against 17-21 GB/s for torch's sum over the same weights; prefetching into L1 instead gained only in cache. */
 #include <immintrin.h>
 
 static inline __attribute__((always_inline)) __m512 xk_load16(const int fmt, const void *w, size_t off,
@@ -60,7 +61,7 @@ static inline __attribute__((always_inline)) void xk_tile(const int fmt, const i
         for (; i + 32 <= I; i += 32) {
             __m512i wv[4];
             for (int k = 0; k < 4; ++k) {
-                _mm_prefetch((const char *)w + (rows[k] + ahead + i) * wbytes, _MM_HINT_T0);
+                _mm_prefetch((const char *)w + (rows[k] + ahead + i) * wbytes, _MM_HINT_T1);
                 wv[k] = _mm512_loadu_si512((const uint16_t *)w + rows[k] + i);
             }
             for (int c = 0; c < CB; ++c) {
@@ -79,7 +80,7 @@ static inline __attribute__((always_inline)) void xk_tile(const int fmt, const i
     for (; i + 16 <= I; i += 16) {
         __m512 wv[4];
         for (int k = 0; k < 4; ++k) {
-            _mm_prefetch((const char *)w + (rows[k] + ahead + i) * wbytes, _MM_HINT_T0);
+            _mm_prefetch((const char *)w + (rows[k] + ahead + i) * wbytes, _MM_HINT_T1);
             wv[k] = xk_load16(fmt, w, rows[k] + i, 0xFFFF);
         }
         for (int c = 0; c < CB; ++c) {
