@@ -199,6 +199,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=8, help="steady decode steps timed (after the first)")
     ap.add_argument("--dir", default="/var/tmp/xlstmkit-large", help="where the checkpoints are written (kept)")
     ap.add_argument("--transformers", nargs="*", default=["300m"], help="sizes also timed against transformers")
+    ap.add_argument("--versus-tokens", type=int, default=32, help="new tokens per generate() against transformers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "large_decode.md"))
     ap.add_argument("--child-kind", help=argparse.SUPPRESS)
     ap.add_argument("--child-folder", help=argparse.SUPPRESS)
@@ -222,7 +223,7 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r), flush=True)
             if size in args.transformers:
-                v = spawn("versus", folder, threads, max(4, args.tokens))
+                v = spawn("versus", folder, threads, args.versus_tokens)
                 v["size"] = size
                 versus.append(v)
                 print(json.dumps(v), flush=True)
