@@ -41,7 +41,7 @@ DEFAULT_MODEL = "xlstm-bi"
 BENCH_DATASETS = ("GunPoint", "ItalyPowerDemand", "ArrowHead", "OSULeaf", "BasicMotions", "JapaneseVowels")
 BENCH_MODELS = ("xlstm-bi", "xlstm", "minirocket", "transformer", "lstm")  # --models ... gru xlstm-alt for more
 
-# Published test accuracies on the default train/test split (applications.md section 5 lists the sources):
+# Published test accuracies on the default train/test split (docs/sequence.md, "Results", lists the sources):
 # ROCKET: angus924/rocket results_ucr.csv (mean of 10 runs); MiniRocket: angus924/minirocket results_ucr109_mean.csv
 # (mean over 30 resamples); InceptionTime: hfawaz/InceptionTime results-InceptionTime-128.csv (univariate) and
 # results-mts.csv (multivariate); HIVE-COTE 2: aeon's HC2_accuracy.csv (timeseriesclassification.com reference).
