@@ -102,18 +102,12 @@ def windows_loss(model: nn.Module, windows: torch.Tensor, *, batch_size: int, de
             with autocast(device, dtype):
                 logits = model(batch[:, :-1])  # (b, T, V)
             if k < len(batches):
-                nll = _nll_sum(logits, batch[:, 1:])
-                total += torch.stack([nll.double(), torch.tensor(float(batch[:, 1:].numel()), device=device,
-                                                                 dtype=torch.float64)])
+                total += _nll_and_count(logits, batch[:, 1:])
             if progress is not None:
                 progress(batch.shape[0] * (batch.shape[1] - 1))
     finally:
         model.train(was_training)
-    if info.distributed:
-        import torch.distributed as dist
-
-        dist.all_reduce(total)
-    return float(total[0]), int(total[1])
+    return _all_reduced(total, info)
 
 
 def accepts_state(model: nn.Module) -> bool:
@@ -130,6 +124,21 @@ def _nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy in at least float32 (bf16 logits are upcast; a float64 model keeps float64)."""
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+
+
+def _nll_and_count(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(summed nats, token count) of one scored batch, as a float64 pair to add to a running total."""
+    nll = _nll_sum(logits, targets)
+    return torch.stack([nll.double(), torch.tensor(float(targets.numel()), device=nll.device, dtype=torch.float64)])
+
+
+def _all_reduced(total: torch.Tensor, info: DistInfo) -> tuple[float, int]:
+    """The (summed nats, token count) pair summed over the ranks of a torchrun job (every rank gets the totals)."""
+    if info.distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(total)
+    return float(total[0]), int(total[1])
 
 
 @torch.no_grad()
@@ -156,18 +165,12 @@ def streams_loss(model: nn.Module, streams: torch.Tensor, *, chunk: int, device:
             with autocast(device, dtype):
                 logits, state = model(piece[:, :-1], state=state, return_state=True)  # (r, c, V)
             if scored:
-                nll = _nll_sum(logits, piece[:, 1:])
-                total += torch.stack([nll.double(), torch.tensor(float(piece[:, 1:].numel()), device=device,
-                                                                 dtype=torch.float64)])
+                total += _nll_and_count(logits, piece[:, 1:])
             if progress is not None:
                 progress(piece.shape[0] * (piece.shape[1] - 1))
     finally:
         model.train(was_training)
-    if info.distributed:
-        import torch.distributed as dist
-
-        dist.all_reduce(total)
-    return float(total[0]), int(total[1])
+    return _all_reduced(total, info)
 
 
 def evaluate(model: nn.Module, val_tokens: torch.Tensor, *, seq_len: int, max_tokens: int | None,
