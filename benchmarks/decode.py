@@ -114,7 +114,7 @@ def serving(off, ours, bf16, int8, batches: list[int], threads: list[int], args)
 
         @torch.no_grad()
         def official() -> None:
-            state, tok = None, None
+            state = None
             for i in range(S):
                 logits, state = off.step(ids[:, i:i + 1], state=state)
             tok = logits[:, -1].argmax(-1, keepdim=True)

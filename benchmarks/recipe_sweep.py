@@ -30,30 +30,29 @@ from xlstmkit.train.config import RunConfig, TrainConfig, build_run_config
 
 # name: (model fields, training fields, threads, dtype, document-aware packing)
 BASE_MODEL = {"mlstm_num_heads": 4, "slstm_num_heads": 4, "chunk_size": 64}
+D128 = {"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"}  # the old default model (0.5M params)
+
+
+def recipe(batch_size: int, seq_len: int, lr: float) -> dict:
+    """The training fields a row varies (40 warm-up steps in every row)."""
+    return {"batch_size": batch_size, "seq_len": seq_len, "lr": lr, "warmup_steps": 40}
+
+
 ROWS: dict[str, tuple[dict, dict, int, str, bool]] = {
     # the old default (0.5M parameters), as shipped: fp32, one thread
-    "old-default-fp32-1t": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
-                            {"batch_size": 32, "seq_len": 128, "lr": 3e-3, "warmup_steps": 40}, 1, "float32", False),
+    "old-default-fp32-1t": (D128, recipe(32, 128, 3e-3), 1, "float32", False),
     # the same model with bf16 autocast (one thread: two were 6.7x slower beside the machine's background jobs)
-    "d128-B32xT128-lr3e-3": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
-                             {"batch_size": 32, "seq_len": 128, "lr": 3e-3, "warmup_steps": 40}, 1, "bfloat16",
-                             False),
+    "d128-B32xT128-lr3e-3": (D128, recipe(32, 128, 3e-3), 1, "bfloat16", False),
     # twice the steps at half the batch
-    "d128-B16xT128-lr3e-3": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
-                             {"batch_size": 16, "seq_len": 128, "lr": 3e-3, "warmup_steps": 40}, 1, "bfloat16",
-                             False),
+    "d128-B16xT128-lr3e-3": (D128, recipe(16, 128, 3e-3), 1, "bfloat16", False),
     # twice the peak learning rate
-    "d128-B32xT128-lr6e-3": ({"embedding_dim": 128, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
-                             {"batch_size": 32, "seq_len": 128, "lr": 6e-3, "warmup_steps": 40}, 1, "bfloat16",
-                             False),
+    "d128-B32xT128-lr6e-3": (D128, recipe(32, 128, 6e-3), 1, "bfloat16", False),
     # wider, longer context
     "d192-B16xT256-lr3e-3": ({"embedding_dim": 192, "num_blocks": 4, "block_pattern": "xLSTM[3:1]"},
-                             {"batch_size": 16, "seq_len": 256, "lr": 3e-3, "warmup_steps": 40}, 1, "bfloat16",
-                             False),
+                             recipe(16, 256, 3e-3), 1, "bfloat16", False),
     # issue 16's comparison model (2.6M parameters)
     "d256-6b-B16xT256-lr2e-3": ({"embedding_dim": 256, "num_blocks": 6, "block_pattern": "xLSTM[5:1]"},
-                                {"batch_size": 16, "seq_len": 256, "lr": 2e-3, "warmup_steps": 40}, 1, "bfloat16",
-                                False),
+                                recipe(16, 256, 2e-3), 1, "bfloat16", False),
 }
 # second round: variations of the best first-round row (chosen by --base)
 VARIATIONS: dict[str, tuple[dict, dict, int | None, str | None, bool | None]] = {

@@ -128,7 +128,8 @@ def _evaluate(args, run_dir: Path, out_dir: Path | None, device, dtype: str) -> 
     finally:
         bar.close()
     print(format_result(result))
-    report = {"weights": loaded.source, "weight_dtype": args.weights, "data": corpus.description, "validation": result.to_dict()}
+    report = {"weights": loaded.source, "weight_dtype": args.weights, "data": corpus.description,
+              "validation": result.to_dict()}
     written = []
     if args.lengths:
         skipped = [n for n in args.lengths if n not in {r.seq_len for r in rows}]
