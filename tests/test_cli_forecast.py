@@ -66,3 +66,14 @@ def test_a_csv_with_a_missing_time_is_a_one_line_error(capsys, tmp_path):
                  "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "has a gap: no row for 2020-03-01" in err and len(err.splitlines()) == 1
+
+
+def test_the_bench_table_says_undefined_where_no_seed_has_a_finite_score():
+    from xlstmkit.commands.forecast import bench_table
+
+    rows = [{"dataset": "pbs", "model": m, "mase": mase, "smape": 200.0, "scaled_crps": None, "coverage_80": 1.0,
+             "seconds": 1.0} for m, mase in (("SeasonalNaive", 0.5), ("xLSTMForecaster", 0.25))]
+    table = bench_table(rows)
+    pbs = [line for line in table.splitlines() if line.startswith("| pbs | xLSTMForecaster")][0]
+    assert pbs.split(" | ")[4] == "undefined" and "nan" not in table
+    assert "| xLSTMForecaster | 0.250 | 0.500 | 1 |" in table

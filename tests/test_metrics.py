@@ -86,6 +86,19 @@ def test_scaled_crps_matches_utilsforecast(case):
     assert M.scaled_crps(y, q, QS, pooled=True) == pytest.approx(pooled, rel=1e-10)
 
 
+def test_scaled_crps_is_undefined_for_a_series_that_is_zero_over_the_window(case):
+    # PBS's test window is all zeros: dividing by sum|y| + eps gave ~1e16 and swamped every mean
+    y, q = case["y"].copy(), case["q_hat"]
+    y[2] = 0.0
+    per = M.scaled_crps(y, q, QS, per_series=True)
+    assert np.isnan(per[2]) and np.isfinite(np.delete(per, 2)).all()
+    assert M.scaled_crps(y, q, QS) == pytest.approx(np.delete(per, 2).mean(), rel=1e-12)
+    assert np.isnan(M.scaled_crps(np.zeros_like(y), q, QS))
+    assert np.isnan(M.scaled_crps(np.zeros_like(y), q, QS, pooled=True))
+    s = M.forecast_scores(y, case["y_hat"], case["insample"], 1, q, QS)
+    assert s["scaled_crps_undefined_series"] == 1 and np.isfinite(s["scaled_crps"])
+
+
 def test_coverage_matches_utilsforecast(case):
     t = case["test"].rename(columns={"lo": "m-lo-80", "hi": "m-hi-80"})
     ref = losses.coverage(t, ["m"], level=80)

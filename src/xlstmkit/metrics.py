@@ -13,6 +13,7 @@ Forecasting, on arrays of actuals ``y`` (N, H) (N series, H steps; NaN = missing
 - :func:`scaled_crps`: per series ``2 * mean_q sum_h pinball_q / sum_h |y|`` (the quantile approximation of the
   CRPS scaled by the series' absolute level, Rangapuram et al. 2021, as utilsforecast computes it), averaged over
   series; ``pooled=True`` sums numerator and denominator over all series first (GluonTS's weighted quantile loss).
+  Undefined (NaN) for a series that is 0 over the whole window; the mean skips such series.
 - :func:`coverage`: the fraction of observed points inside ``[lo, hi]`` of a central interval.
 - :func:`mae`, :func:`mse`: per series, averaged over series.
 
@@ -168,15 +169,22 @@ def scaled_crps(y, q_hat, quantiles, *, per_series: bool = False, pooled: bool =
 
     Per series: ``2 * mean_q sum_h pinball / sum_h |y|``; the result is the mean over series, or with
     ``pooled=True`` ``2 * mean_q sum_{i,h} pinball / sum_{i,h} |y|`` over all series at once.
+
+    A series that is 0 over the whole window has no level to scale by: its score is NaN (undefined) and the mean
+    is over the other series (NaN if there are none); :func:`forecast_scores` reports how many were left out.
+    utilsforecast divides by ``sum |y| + eps`` instead, which turns such a series into ~1e16 and swamps the mean
+    (the PBS set's test window is all zeros); on every other series the two agree.
     """
     y, q_hat, qs = _quantile_args(y, q_hat, quantiles)
     loss = np.nansum(_pinball_points(y, q_hat, qs).mean(axis=2), axis=1)  # (N,) sum over steps
     level = np.nansum(np.abs(y), axis=1)
-    eps = np.finfo(np.float64).eps
     if pooled:
-        return float(2.0 * loss.sum() / (level.sum() + eps))
-    per = 2.0 * loss / (level + eps)
-    return per if per_series else float(per.mean())
+        return float(2.0 * loss.sum() / level.sum()) if level.sum() > 0 else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = np.where(level > 0, 2.0 * loss / level, np.nan)
+    if per_series:
+        return per
+    return float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
 
 
 def coverage(y, lo, hi, *, per_series: bool = False):
@@ -205,6 +213,7 @@ def forecast_scores(y, y_hat, insample, season_length: int, q_hat=None, quantile
         qs = np.asarray(quantiles, dtype=np.float64)
         out["pinball"] = pinball_loss(y, q_hat, qs)
         out["scaled_crps"] = scaled_crps(y, q_hat, qs)
+        out["scaled_crps_undefined_series"] = int(np.isnan(scaled_crps(y, q_hat, qs, per_series=True)).sum())
         lo_q, hi_q = interval_quantiles(level)
         lo_i, hi_i = np.nonzero(np.isclose(qs, lo_q))[0], np.nonzero(np.isclose(qs, hi_q))[0]
         if len(lo_i) and len(hi_i):

@@ -461,6 +461,9 @@ def bench_table(rows: list[dict]) -> str:
             for key, spec in (("mase", ".3f"), ("smape", ".2f"), ("scaled_crps", ".4f"), ("coverage_80", ".3f"),
                               ("seconds", ".1f")):
                 mean, std, n = _agg([r.get(key) for r in rs if "error" not in r])
+                if n == 0:  # e.g. the scaled CRPS of a test window that is all zeros (no level to scale by)
+                    cells.append("undefined")
+                    continue
                 cells.append(format(mean, spec) + (f" ± {format(std, spec)}" if n > 1 else ""))
                 if key == "mase":
                     per[(d, m)] = mean
