@@ -15,7 +15,8 @@ from xlstmkit.data.batches import WindowSampler
 from xlstmkit.data.text import encode_documents, load_corpus
 from xlstmkit.data.tokenizer import ByteTokenizer
 from xlstmkit.train.compare import (COMPARE_MODELS, LADDER, PARAM_TOLERANCE, BudgetSchedule, CompareConfig,
-                                    matched_models, official_available, parameter_count)
+                                    matched_models, official_available, parameter_count,
+                                    slstm_positions)
 from xlstmkit.train.config import DEFAULT_PRESET, TrainConfig, build_run_config
 
 
@@ -30,16 +31,41 @@ def _names(names):
     return [n for n in names if n != "official" or official_available()]
 
 
+def _reference_7_1(reference):
+    """The reference xLSTM[7:1] at the preset's depth (one sLSTM block where the ratio rounds to none)."""
+    return {**reference, "family": "xlstm", "vocab_size": 256, "block_pattern": None,
+            "slstm_at": list(slstm_positions("xLSTM[7:1]", reference["num_blocks"]))}
+
+
+@pytest.mark.parametrize("preset", ["tiny", DEFAULT_PRESET])
+def test_xlstm_7_1_keeps_its_slstm_block_and_differs_from_1_0_at_every_preset_depth(preset):
+    # at 4 blocks the ratio 7:1 rounds to no sLSTM block: the first 10-minute comparison trained xLSTM[1:0] twice
+    from xlstmkit.train.build import build_model
+    from xlstmkit.train.compare import ENTRIES, model_dict
+
+    reference = build_run_config(preset).model
+    for name in ("xlstm[7:1]", "official"):
+        if name == "official" and not official_available():
+            continue
+        d = model_dict(ENTRIES[name], 64, reference, 256, 512)
+        with torch.device("meta"):
+            model = build_model(d)
+        kinds = [type(m).__name__ for m in model.modules()]
+        assert any("slstm" in k.lower() for k in kinds), (name, d)
+    d71 = model_dict(ENTRIES["xlstm[7:1]"], 64, reference, 256, 512)
+    d10 = model_dict(ENTRIES["xlstm[1:0]"], 64, reference, 256, 512)
+    assert parameter_count(d71) != parameter_count(d10)
+    assert slstm_positions("xLSTM[7:1]", 4) == (2,) and slstm_positions("xLSTM[7:1]", 16) == (4, 12)
+    assert slstm_positions("xLSTM[1:0]", 4) == () and slstm_positions("xLSTM[0:1]", 3) == (0, 1, 2)
+
+
 @pytest.mark.parametrize("preset", ["tiny", DEFAULT_PRESET])
 def test_every_model_is_matched_to_the_reference_within_five_percent(preset):
     pytest.importorskip("transformers")
     reference = build_run_config(preset).model
     models = matched_models(_names(COMPARE_MODELS), reference, 256, 4096)
     budget = models[0][2]
-    assert models[0][0].name == "xlstm[7:1]" and budget == parameter_count({**reference, "family": "xlstm",
-                                                                              "vocab_size": 256,
-                                                                              "block_pattern": "xLSTM[7:1]",
-                                                                              "slstm_at": None})
+    assert models[0][0].name == "xlstm[7:1]" and budget == parameter_count(_reference_7_1(reference))
     for entry, model_dict, n in models:
         assert abs(n - budget) <= PARAM_TOLERANCE * budget, (entry.name, n, budget)
         assert parameter_count(model_dict) == n  # the count is the built model's
@@ -50,8 +76,7 @@ def test_every_model_is_matched_to_the_reference_within_five_percent(preset):
 def test_the_ladder_rungs_are_configurations_of_xlstmkit_blocks_at_one_size():
     reference = build_run_config("tiny").model
     models = matched_models([name for name, _, _ in LADDER], reference, 256, 512)
-    budget = parameter_count({**reference, "family": "xlstm", "vocab_size": 256, "block_pattern": "xLSTM[7:1]",
-                              "slstm_at": None})
+    budget = parameter_count(_reference_7_1(reference))
     by = {e.name: d for e, d, _ in models}
     assert by["lstm-vanilla"]["family"] == "lstm" and by["lstm-vanilla"]["num_layers"] == reference["num_blocks"]
     assert by["lstm-resnet"]["lstm_at"] == "all" and by["lstm-resnet"]["lstm_ffn"] is False

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import FrozenConfig
+from ..config import FrozenConfig, parse_block_pattern
 from . import distributed as D
 from .build import build_model, count_parameters, register_model_family
 from .checkpoint import atomic_write_bytes
@@ -162,24 +162,39 @@ def _official_model(cfg: OfficialConfig) -> nn.Module:
 register_model_family("xlstm_official", lambda: OfficialConfig, lambda: _official_model)
 
 
+def slstm_positions(pattern: str, blocks: int) -> tuple[int, ...]:
+    """The sLSTM block indices of the ratio `pattern` ("xLSTM[a:b]") at `blocks` blocks, with at least one sLSTM block
+    when b > 0. The config's rule rounds the ratio (`parse_block_pattern`), and at the default depth of 4 blocks 7:1
+    rounds to no sLSTM block at all: xLSTM[7:1] would be the very model of xLSTM[1:0] (it was, in a first 10-minute
+    comparison). A model that mixes memories has to keep its sLSTM block, so a pattern that names one gets one, at
+    the position the rule gives a single block (the middle)."""
+    at = parse_block_pattern(pattern, blocks)
+    if not at and int(pattern.rstrip("]").rsplit(":", 1)[1]) > 0:
+        at = (blocks // 2,)
+    return at
+
+
 def model_dict(entry: Entry, width: int, reference: dict[str, Any], vocab_size: int,
                context: int) -> dict[str, Any]:
-    """The `train.build` model dict of `entry` at `width`, with the reference's depth, heads and kernels.
-    `context` is the longest sequence the model must accept (for the official package's causal mask)."""
+    """The `train.build` model dict of `entry` at `width`, with the reference's depth, heads and kernels (the sLSTM
+    blocks of the entry's ratio at that depth by `slstm_positions`). `context` is the longest sequence the model must
+    accept (for the official package's causal mask)."""
     blocks = int(reference.get("num_blocks", 4))
     if entry.kind in ("xlstm", "lstm_blocks"):
         d = {k: v for k, v in reference.items() if k not in ("block_pattern", "slstm_at", "lstm_at", "lstm_ffn")}
         d.update(family="xlstm", vocab_size=vocab_size, embedding_dim=width)
         if entry.kind == "xlstm":
-            d["block_pattern"] = entry.pattern
+            at = slstm_positions(entry.pattern, blocks)
+            if at == parse_block_pattern(entry.pattern, blocks):
+                d["block_pattern"] = entry.pattern
+            else:  # the ratio rounded its only sLSTM block away: name the block
+                d["slstm_at"] = list(at)
         else:
             d.update(lstm_at="all", lstm_ffn=entry.lstm_ffn)
         return d
     if entry.kind == "official":
-        from ..config import parse_block_pattern
-
         return {"family": "xlstm_official", "vocab_size": vocab_size, "embedding_dim": width, "num_blocks": blocks,
-                "slstm_at": list(parse_block_pattern(entry.pattern, blocks)),
+                "slstm_at": list(slstm_positions(entry.pattern, blocks)),
                 "num_heads": int(reference.get("mlstm_num_heads", 4)),
                 "conv_kernel": int(reference.get("mlstm_conv_kernel", 4)), "context_length": context}
     layers = 2 if entry.layers == "2" else blocks
