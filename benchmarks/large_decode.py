@@ -169,10 +169,10 @@ def table(rows: list[dict], versus: list[dict], meta: dict) -> str:
     lines = ["# xLSTMLarge decoding at full size (bf16 weights, batch 1)", "",
              f"`python benchmarks/large_decode.py {meta['argv']}` on {meta['cpu']} ({os.cpu_count()} logical CPUs), "
              f"torch {meta['torch']}, {meta['date']}; load average {meta['load_before']} before, "
-             f"{meta['load_after']} after. Random bf16 weights written once with `hf.save` (shards of about a quarter of the weights each), each row a "
-             "fresh process: `hf.load` (memory-mapped), the first `decode_step`, then the median of the next steps; "
-             "the bound is the median time of reading every weight once (`tensor.sum()` over all weights, same "
-             "process and threads).", "",
+             f"{meta['load_after']} after. Random bf16 weights written once with `hf.save` (shards of about a "
+             "quarter of the weights each), each row a fresh process: `hf.load` (memory-mapped), the first "
+             "`decode_step`, then the median of the next steps; the bound is the median time of reading every "
+             "weight once (`tensor.sum()` over all weights, same process and threads).", "",
              "| size | parameters | weights GB | threads | load s | first token s | s per token | tokens/s | "
              "read-all-weights s (bound) | read GB/s | x bound | peak RSS GB (anonymous) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -22,12 +22,14 @@ def round_up(x: float, multiple: int) -> int:
     return int(math.ceil(x / multiple) * multiple)
 
 
-def parse_block_pattern(pattern: str, num_blocks: int) -> tuple[int, ...]:
+def parse_block_pattern(pattern: str, num_blocks: int, *, at_least_one: bool = False) -> tuple[int, ...]:
     """Positions of the sLSTM blocks for the paper's ratio notation "xLSTM[a:b]" (a mLSTM : b sLSTM blocks).
 
     The number of sLSTM blocks is round(num_blocks * b / (a + b)), placed at evenly spaced positions (the centre of
     each of the equal segments), so that "xLSTM[1:1]" with 2 blocks is mLSTM then sLSTM, as in the paper's configs,
-    "xLSTM[1:0]" has none and "xLSTM[0:1]" is all sLSTM.
+    "xLSTM[1:0]" has none and "xLSTM[0:1]" is all sLSTM. A shallow stack can round a ratio's sLSTM blocks away
+    ("xLSTM[7:1]" at 4 blocks has none); `at_least_one=True` keeps one (in the middle) whenever b > 0. It is off by
+    default because configs are saved as the pattern: changing the rule would change the model a saved run rebuilds.
     """
     match = _PATTERN.match(pattern) if isinstance(pattern, str) else None
     if match is None:
@@ -36,6 +38,8 @@ def parse_block_pattern(pattern: str, num_blocks: int) -> tuple[int, ...]:
     if a + b == 0:
         raise ValueError(f"block_pattern {pattern!r} has no blocks: a and b cannot both be 0")
     n_s = int(round(num_blocks * b / (a + b)))
+    if at_least_one and b > 0:
+        n_s = max(n_s, 1)
     return tuple(int((j + 0.5) * num_blocks / n_s) for j in range(n_s))
 
 

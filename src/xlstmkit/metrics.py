@@ -182,8 +182,11 @@ def scaled_crps(y, q_hat, quantiles, *, per_series: bool = False, pooled: bool =
         return float(2.0 * loss.sum() / level.sum()) if level.sum() > 0 else float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):
         per = np.where(level > 0, 2.0 * loss / level, np.nan)
-    if per_series:
-        return per
+    return per if per_series else _mean_of_defined(per)
+
+
+def _mean_of_defined(per: np.ndarray) -> float:
+    """The mean over the series whose score is defined (not NaN); NaN if none is."""
     return float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
 
 
@@ -212,8 +215,9 @@ def forecast_scores(y, y_hat, insample, season_length: int, q_hat=None, quantile
     if q_hat is not None:
         qs = np.asarray(quantiles, dtype=np.float64)
         out["pinball"] = pinball_loss(y, q_hat, qs)
-        out["scaled_crps"] = scaled_crps(y, q_hat, qs)
-        out["scaled_crps_undefined_series"] = int(np.isnan(scaled_crps(y, q_hat, qs, per_series=True)).sum())
+        crps = scaled_crps(y, q_hat, qs, per_series=True)
+        out["scaled_crps"] = _mean_of_defined(crps)
+        out["scaled_crps_undefined_series"] = int(np.isnan(crps).sum())
         lo_q, hi_q = interval_quantiles(level)
         lo_i, hi_i = np.nonzero(np.isclose(qs, lo_q))[0], np.nonzero(np.isclose(qs, hi_q))[0]
         if len(lo_i) and len(hi_i):

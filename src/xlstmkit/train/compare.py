@@ -168,10 +168,7 @@ def slstm_positions(pattern: str, blocks: int) -> tuple[int, ...]:
     rounds to no sLSTM block at all: xLSTM[7:1] would be the very model of xLSTM[1:0] (it was, in a first 10-minute
     comparison). A model that mixes memories has to keep its sLSTM block, so a pattern that names one gets one, at
     the position the rule gives a single block (the middle)."""
-    at = parse_block_pattern(pattern, blocks)
-    if not at and int(pattern.rstrip("]").rsplit(":", 1)[1]) > 0:
-        at = (blocks // 2,)
-    return at
+    return parse_block_pattern(pattern, blocks, at_least_one=True)
 
 
 def model_dict(entry: Entry, width: int, reference: dict[str, Any], vocab_size: int,
