@@ -4,9 +4,10 @@
 
 The decode benchmark's model (xLSTM[7:1], d = 256, 6 blocks, byte vocabulary, native float32 decode). Per token,
 medians of interleaved runs: `generate` greedy, sampled (temperature 0.8) with and without top-k 50 and a seed; a
-hand-written loop of `decode_step` + argmax against `decode_step` + `sample_next`; and `sample_next` alone on random
-logits. The difference between the last two rows and the others is the cost of the sampling ops right after a
-decode step rather than in isolation.
+hand-written loop of `decode_step` + argmax against `decode_step` + `sample_next` (the tensor operations) and against
+`decode_step` + `TokenChooser` (what `generate` does: the same draw in one native call, noise drawn per block of
+steps); and `sample_next` and `TokenChooser` alone on random logits. The difference between a loop and the op alone is
+the cost of sampling right after a decode step rather than in isolation.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from decode import official_model  # noqa: E402
 from measure import cpu_model  # noqa: E402
-from xlstmkit.generation import sample_next  # noqa: E402
+from xlstmkit.generation import TokenChooser, sample_next  # noqa: E402
 from xlstmkit.interop.official import from_official  # noqa: E402
 
 
@@ -45,6 +46,21 @@ def main() -> None:
             tok = sample_next(logits, temperature=0.8, top_k=50, generator=gen) if sampled else logits.argmax(-1)
 
     @torch.inference_mode()
+    def loop_chooser() -> None:
+        state, tok = None, first[:, 0]
+        choose = TokenChooser(temperature=0.8, top_k=50, generator=gen)
+        for i in range(n):
+            logits, state = model.decode_step(tok, state, reuse_state=i > 0)
+            tok = choose(logits)
+
+    @torch.inference_mode()
+    def alone_chooser() -> None:
+        logits = torch.randn(1, 256)
+        choose = TokenChooser(temperature=0.8, top_k=50, generator=gen)
+        for _ in range(n):
+            choose(logits)
+
+    @torch.inference_mode()
     def alone() -> None:
         logits = torch.randn(1, 256)
         for _ in range(n):
@@ -58,7 +74,9 @@ def main() -> None:
         "generate, temperature 0.8, top-k 50, no seed": lambda: model.generate(first, n, temperature=0.8, top_k=50),
         "loop: decode_step + argmax": lambda: loop(False),
         "loop: decode_step + sample_next (top-k 50, generator)": lambda: loop(True),
+        "loop: decode_step + TokenChooser (what generate does; top-k 50, generator)": loop_chooser,
         "sample_next alone (top-k 50, generator, random logits)": alone,
+        "TokenChooser alone (top-k 50, generator, random logits)": alone_chooser,
     }
     for fn in rows.values():
         fn()

@@ -266,7 +266,7 @@ def test_interface_comes_from_the_header(lib):
     itf = loader.read_interface()
     assert lib.cdll.xlstmkit_native_abi() == itf.abi
     assert set(itf.functions) == {"slstm_forward", "slstm_backward", "slstm_step", "mlstm_step", "linear",
-                                  "lm_decode", "large_block", "stream_sum"}
+                                  "lm_decode", "large_block", "choose_tokens", "stream_sum"}
     for fn in itf.functions.values():
         for suffix in ("f32", "f64"):
             c_fn, decl = lib.functions[(fn.name, suffix)]

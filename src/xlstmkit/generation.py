@@ -95,20 +95,94 @@ def sampling_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int | No
     return logits
 
 
+def draw_log_e(shape: Sequence[int], generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu") -> Tensor:
+    """log E for E ~ Exp(1) (float32), the noise of the Gumbel-max draw, as E = -log U with U uniform on [0, 1)
+    (a uniform and two logarithms cost a third of torch's `exponential_` on a CPU). E is clamped to the finite
+    normal numbers, so log E is finite: a logit of -inf stays -inf and never becomes NaN."""
+    u = torch.empty(tuple(shape), dtype=torch.float32, device=device).uniform_(generator=generator)
+    finfo = torch.finfo(torch.float32)
+    return u.log_().neg_().clamp_(finfo.tiny, finfo.max).log_()
+
+
 def sample_next(logits: Tensor, *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, log_e: Tensor | None = None) -> Tensor:
     """Choose one token per row from logits (B, V): greedy (argmax) when temperature == 0, else a draw from
     softmax(`sampling_logits(...)`), the tokens left by the top_k and top_p filters.
 
     The draw is the Gumbel-max rule: argmax(s - log E) with E ~ Exp(1) drawn per token is distributed as softmax(s),
     exactly, with no normalisation (tokens at -inf are never drawn). Four tensor operations instead of softmax and
-    `multinomial`: a third of the sampling time, which matters once the model's step costs 0.4 ms. E is kept above
-    the smallest normal number, so that an exponential draw of exactly 0 cannot turn -inf into NaN."""
+    `multinomial`. `log_e` (B, V) gives the noise (`draw_log_e`); else it is drawn here from `generator`.
+    This is the definition; generation chooses through `TokenChooser`, which computes the same in one native call."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     scores = sampling_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    noise = torch.empty_like(scores).exponential_(generator=generator).clamp_min_(torch.finfo(scores.dtype).tiny)
-    return scores.sub_(noise.log_()).argmax(dim=-1)
+    if log_e is None:
+        log_e = draw_log_e(scores.shape, generator, scores.device)
+    return scores.sub_(log_e).argmax(dim=-1)
+
+
+class TokenChooser:
+    """Generation's token choice, step after step: `sample_next`'s rule, at a fraction of its cost per token.
+
+    Right after a model's step the ten or so tensor operations of a draw cost 60-100 us on a CPU, 2.5-4x what they
+    cost alone (benchmarks/sampling_overhead.py), against a whole step of 0.3-0.5 ms for the paper's models. So:
+    - the noise log E is drawn for a block of steps at once (`block_steps`: 64 steps of one row of 256 tokens, fewer
+      for larger batches and vocabularies, at most 2^18 numbers); the block size depends on the batch and the
+      vocabulary only, so a longer generation with the same seed starts with the same tokens;
+    - on a CPU with the native library, float logits and no top_p, the token is chosen by `choose_tokens`
+      (ops/native/choose.h) in one call; otherwise by `sample_next` on the same noise. Both give the same token from
+      the same logits (tests/test_sampling.py), so the path never changes what a seed generates.
+    """
+
+    BLOCK_NUMBERS = 1 << 18
+
+    def __init__(self, *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        self.temperature, self.top_k, self.top_p, self.generator = temperature, top_k, top_p, generator
+        self.block: tuple[Tensor, ...] | None = None
+        self.key: tuple = ()
+        self.used = 0
+        self.lib: object = False  # the native library, looked up on the first draw (None: not available)
+        self.heap: Tensor | None = None
+
+    @staticmethod
+    def block_steps(batch: int, vocab: int) -> int:
+        return max(1, min(64, TokenChooser.BLOCK_NUMBERS // max(1, batch * vocab)))
+
+    def _log_e(self, logits: Tensor) -> Tensor:
+        """This step's log E (B, V): the next row of the current block, or the first of a new one."""
+        key = (logits.shape, logits.device)
+        if self.block is None or self.used == len(self.block) or key != self.key:
+            B, V = logits.shape
+            self.block = draw_log_e((self.block_steps(B, V), B, V), self.generator, logits.device).unbind(0)
+            self.key, self.used = key, 0
+        self.used += 1
+        return self.block[self.used - 1]
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        """logits (B, V) -> tokens (B,) int64."""
+        if self.temperature == 0:
+            return logits.argmax(dim=-1)
+        log_e = self._log_e(logits)
+        if (self.top_p is None or self.top_p >= 1.0) and logits.dtype == torch.float32 and logits.is_cpu \
+                and logits.dim() == 2 and logits.is_contiguous():
+            if self.lib is False:
+                from .ops import native
+
+                self.lib = native.library()
+            if self.lib is not None:
+                from .ops.native import call
+
+                B, V = logits.shape
+                k = 0 if self.top_k is None or self.top_k >= V else self.top_k
+                if self.heap is None or self.heap.numel() != k + 1:
+                    self.heap = torch.empty(k + 1, dtype=torch.float32)
+                out = torch.empty(B, dtype=torch.int64)
+                call(self.lib, "choose_tokens", torch.float32, (B, V, k, float(self.temperature)),
+                     (logits, log_e, self.heap, out))
+                return out
+        return sample_next(logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, log_e=log_e)
 
 
 def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
@@ -241,8 +315,9 @@ class GenerationMixin:
                     logits, state = self(input_ids, state=state, return_state=True, attention_mask=mask)
                     logits = _last_real(logits, mask)
             finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            choose = TokenChooser(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             for step in range(max_new_tokens):
-                token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+                token = choose(logits)
                 if stops.numel():
                     token = torch.where(finished, torch.full_like(token, fill), token)
                 yield token

@@ -56,6 +56,7 @@ H_NBLOCKS, H_E, H_V, H_STATE, H_SCRATCH, H_EXPF, H_CONSTS, H_EMB, H_POST_W, H_PO
  S_FFN_NORM_B, S_UP, S_UP_B, S_DOWN, S_DOWN_B, S_ST_CONV, S_ST_C, S_ST_N, S_ST_M, S_ST_H) = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 20, 21, 26, 27, 28, 29, 30, 31)
 FMT_SAME, FMT_BF16, FMT_I8 = 0, 1, 2
+BLOCKDIAG_T_MAX = 16  # XK_BLOCKDIAG_T_MAX in decode_cells.h: q, k, v blocks up to this size are stored transposed
 STATUS = {1: "the decoding plan does not match its arrays", 2: "a token id is outside the vocabulary",
           3: "the weight format does not match its scales"}
 ALIGN = 64  # every packed array starts on a cache line
@@ -90,6 +91,7 @@ class NativeState(tuple):
 
     flat: Tensor
     decoder: LMPack
+    work: tuple[Tensor, Tensor] | None  # the step's scratch and status buffers, kept for the next in-place step
 
     def __reduce__(self):
         """Copied or pickled, a NativeState becomes the plain tuple it shows (copy.deepcopy, torch.save): the copy
@@ -257,7 +259,10 @@ def pack_lm(model: xLSTMLM, dtype: torch.dtype) -> LMPack:
             rec[M_CONV_B] = blob.vec(layer.conv.bias)
             for w_at, b_at, proj in ((M_Q_W, M_Q_B, layer.q_proj), (M_K_W, M_K_B, layer.k_proj),
                                      (M_V_W, M_V_B, layer.v_proj)):
-                rec[w_at], rec[b_at] = blob.vec(proj.weight), blob.vec(proj.bias)
+                w = proj.weight.reshape(I // QB, QB, QB)  # (blocks, out, in)
+                if QB <= BLOCKDIAG_T_MAX:  # small blocks: transposed, (out, in, blocks) (blockdiag_t)
+                    w = w.permute(1, 2, 0)
+                rec[w_at], rec[b_at] = blob.vec(w), blob.vec(proj.bias)
             rec[M_GATE_W] = blob.vec(torch.cat([layer.igate.weight, layer.fgate.weight]))
             rec[M_GATE_B] = blob.vec(torch.cat([layer.igate.bias, layer.fgate.bias]))
             rec[M_ON_W], rec[M_SKIP] = blob.vec(_norm_scale(layer.outnorm)), blob.vec(layer.learnable_skip)
@@ -354,6 +359,7 @@ def _state_views(pack: LMPack, flat: Tensor, B: int) -> NativeState:
     state = NativeState(blocks)
     state.flat = flat
     state.decoder = pack
+    state.work = None
     return state
 
 
@@ -403,16 +409,24 @@ def lm_decode_step(model: xLSTMLM, tokens: Tensor, state, reuse_state: bool = Fa
     if tokens.dtype != torch.int64 or not tokens.is_contiguous():
         tokens = tokens.to(torch.int64).contiguous()
     logits = torch.empty(B, pack.vocab, dtype=dtype)
-    scratch = torch.empty(B * pack.scratch_per_row, dtype=dtype)
-    status = torch.zeros(2, dtype=torch.int32)
+    # the scratch and status buffers: an in-place step reuses its state's (a scratch that stays in the cache from one
+    # token to the next, instead of tens of kilobytes of fresh memory per token); otherwise new ones, which then
+    # belong to the state returned
+    work = state.work if reuse_state and state is not None else None
+    if work is None or work[0].numel() != B * pack.scratch_per_row or work[0].dtype != dtype:
+        work = (torch.empty(B * pack.scratch_per_row, dtype=dtype), torch.zeros(2, dtype=torch.int32))
+    scratch, status = work
     native.call(native.library(), "lm_decode", dtype,
                 (B, pack.plan.numel(), pack.blob.numel(), out_flat.numel(), pack.vocab, scratch.numel(), _threads()),
                 (pack.plan, pack.blob, tokens, flat, out_flat, logits, scratch, status))
     if status[0].item():
         _raise_status(status, "decode_step", tokens, model.embedding.weight.shape[0])
     if reuse_state and state is not None:
+        state.work = work
         return logits, state  # the same views now show the new state
-    return logits, _state_views(pack, out_flat, B)
+    new_state = _state_views(pack, out_flat, B)
+    new_state.work = work
+    return logits, new_state
 
 
 # ----------------------------------------------------------------------------------------------------------------------

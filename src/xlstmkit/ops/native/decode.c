@@ -32,6 +32,7 @@
 #include "decode_cells.h"
 #include "lm_decode.h"
 #include "large_decode.h"
+#include "choose.h"
 #undef T
 #undef SUF
 #undef XK_T_IS_FLOAT
@@ -45,6 +46,7 @@
 #include "decode_cells.h"
 #include "lm_decode.h"
 #include "large_decode.h"
+#include "choose.h"
 #undef T
 #undef SUF
 #undef XK_T_IS_FLOAT

@@ -176,9 +176,15 @@ static void FN(lm_mlstm_block)(int B, int E, const int64_t *p, const uint8_t *bl
         T *c = xc + (size_t)b * sw->c, *r = qkv + (size_t)b * sw->q;
         FN(conv_step)(I, K, XK_AT(T, p[M_CONV_W]), XK_OPT(p[M_CONV_B]), conv_st + (size_t)b * (K - 1) * I, x_in, c);
         for (int j = 0; j < I; ++j) c[j] = FN(silu)(c[j]);
-        FN(headwise)(I / QB, QB, QB, XK_AT(T, p[M_Q_W]), XK_OPT(p[M_Q_B]), c, r);
-        FN(headwise)(I / QB, QB, QB, XK_AT(T, p[M_K_W]), XK_OPT(p[M_K_B]), c, r + I);
-        FN(headwise)(I / QB, QB, QB, XK_AT(T, p[M_V_W]), XK_OPT(p[M_V_B]), x_in, r + 2 * I);
+        if (QB <= XK_BLOCKDIAG_T_MAX) { /* q, k, v stored transposed (native_decode.pack_lm) */
+            FN(blockdiag_t)(I / QB, QB, XK_AT(T, p[M_Q_W]), XK_OPT(p[M_Q_B]), c, r);
+            FN(blockdiag_t)(I / QB, QB, XK_AT(T, p[M_K_W]), XK_OPT(p[M_K_B]), c, r + I);
+            FN(blockdiag_t)(I / QB, QB, XK_AT(T, p[M_V_W]), XK_OPT(p[M_V_B]), x_in, r + 2 * I);
+        } else {
+            FN(headwise)(I / QB, QB, QB, XK_AT(T, p[M_Q_W]), XK_OPT(p[M_Q_B]), c, r);
+            FN(headwise)(I / QB, QB, QB, XK_AT(T, p[M_K_W]), XK_OPT(p[M_K_B]), c, r + I);
+            FN(headwise)(I / QB, QB, QB, XK_AT(T, p[M_V_W]), XK_OPT(p[M_V_B]), x_in, r + 2 * I);
+        }
     }
     /* input and forget gate pre-activations (2 NH) from cat[q, k, v] */
     FN(matvec)(XK_W_SAME, 2 * NH, 3 * I, blob + p[M_GATE_W], 0, B, qkv, (size_t)sw->q, g, (size_t)sw->g,
@@ -234,11 +240,24 @@ static void FN(lm_slstm_block)(int B, int E, const int64_t *p, const uint8_t *bl
             /* raw (4 DH) = h_prev @ R[hd] (recurrent part first) + (input part + bias) */
             T *rr = rw + (size_t)hd * G;
             const T *hp = hs + base + (size_t)hd * DH, *Rh = R + (size_t)hd * DH * G;
-            for (int j = 0; j < G; ++j) rr[j] = 0;
-            for (int a = 0; a < DH; ++a) {
-                const T ha = hp[a];
-                const T *Rr = Rh + (size_t)a * G;
-                for (int j = 0; j < G; ++j) rr[j] += ha * Rr[j];
+            /* four rows of R per pass over rr: a quarter of the loads and stores of rr */
+            int a = 0;
+            if (DH % 4 == 0) {
+                for (int j = 0; j < G; ++j) rr[j] = 0;
+            } else {
+                for (int j = 0; j < G; ++j) rr[j] = hp[0] * Rh[j];
+                a = 1;
+                for (; a < DH % 4; ++a) {
+                    const T ha = hp[a];
+                    const T *Rr = Rh + (size_t)a * G;
+                    for (int j = 0; j < G; ++j) rr[j] += ha * Rr[j];
+                }
+            }
+            for (; a < DH; a += 4) {
+                const T h0 = hp[a], h1 = hp[a + 1], h2 = hp[a + 2], h3 = hp[a + 3];
+                const T *R0 = Rh + (size_t)a * G, *R1 = R0 + G, *R2 = R1 + G, *R3 = R2 + G;
+#pragma omp simd
+                for (int j = 0; j < G; ++j) rr[j] += (h0 * R0[j] + h1 * R1[j]) + (h2 * R2[j] + h3 * R3[j]);
             }
             for (int gt = 0; gt < 4; ++gt)
                 for (int d = 0; d < DH; ++d)

@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 /* the interface version; the loader refuses a library that reports another (bump it on any change below) */
-#define XLSTMKIT_NATIVE_ABI 5
+#define XLSTMKIT_NATIVE_ABI 6
 
 int xlstmkit_native_abi(void);
 
@@ -142,6 +142,16 @@ int xlstmkit_native_abi(void);
                            T *C1 /* (B*NH, DQK, DV) */, T *n1 /* (B*NH, DQK) */, T *m1 /* (B*NH) */,           \
                            T *scratch /* (B, E + 2*NH*DQK + 3*NH*DV + 2*NH + 2*F) */,                        \
                            int32_t *status /* (1) */);                                                        \
+                                                                                                               \
+    /* The next token of B rows (generation.sample_next's rule, in choose.h): argmax of the logits when         \
+     * temperature == 0 or log_e is NULL, else argmax of logits / temperature - log_e over the tokens whose     \
+     * scaled logit is at least the top_k-th largest (top_k 0: all); log_e holds log E, E ~ Exp(1). heap is   \
+     * scratch. */                                                                                             \
+    void choose_tokens_##SUF(int B, int V, int top_k, double temperature,                                     \
+                             const T *logits /* (B, V) */,                                                    \
+                             const T *log_e /* (B, V) or NULL */,                                             \
+                             T *heap /* (top_k + 1) */,                                                       \
+                             int64_t *out /* (B) */);                                                         \
                                                                                                                \
     /* the sum of x with nthreads threads (what benchmarks/ time to measure the machine's read bandwidth) */    \
     void stream_sum_##SUF(int N, int nthreads, const T *x /* (N) */, T *out /* (1) */);
