@@ -130,8 +130,9 @@ class TokenChooser:
     - the noise log E is drawn for a block of steps at once (`block_steps`: 64 steps of one row of 256 tokens, fewer
       for larger batches and vocabularies, at most 2^18 numbers); the block size depends on the batch and the
       vocabulary only, so a longer generation with the same seed starts with the same tokens;
-    - on a CPU with the native library, float logits and no top_p, the token is chosen by `choose_tokens`
-      (ops/native/choose.h) in one call; otherwise by `sample_next` on the same noise. Both give the same token from
+    - on a CPU with the native library, float32 logits and no top_p, the token is chosen by `choose_tokens`
+      (ops/native/choose.h) in one call (greedy too: torch's argmax right after a step costs more than the call);
+      otherwise by `sample_next` on the same noise (greedy: `argmax`). Both give the same token from
       the same logits (tests/test_sampling.py), so the path never changes what a seed generates.
     """
 
@@ -162,10 +163,9 @@ class TokenChooser:
 
     def __call__(self, logits: Tensor) -> Tensor:
         """logits (B, V) -> tokens (B,) int64."""
-        if self.temperature == 0:
-            return logits.argmax(dim=-1)
-        log_e = self._log_e(logits)
-        if (self.top_p is None or self.top_p >= 1.0) and logits.dtype == torch.float32 and logits.is_cpu \
+        greedy = self.temperature == 0
+        log_e = None if greedy else self._log_e(logits)
+        if (greedy or self.top_p is None or self.top_p >= 1.0) and logits.dtype == torch.float32 and logits.is_cpu \
                 and logits.dim() == 2 and logits.is_contiguous():
             if self.lib is False:
                 from .ops import native
@@ -175,13 +175,15 @@ class TokenChooser:
                 from .ops.native import call
 
                 B, V = logits.shape
-                k = 0 if self.top_k is None or self.top_k >= V else self.top_k
+                k = 0 if greedy or self.top_k is None or self.top_k >= V else self.top_k
                 if self.heap is None or self.heap.numel() != k + 1:
                     self.heap = torch.empty(k + 1, dtype=torch.float32)
                 out = torch.empty(B, dtype=torch.int64)
                 call(self.lib, "choose_tokens", torch.float32, (B, V, k, float(self.temperature)),
                      (logits, log_e, self.heap, out))
                 return out
+        if greedy:
+            return logits.argmax(dim=-1)
         return sample_next(logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, log_e=log_e)
 
 
