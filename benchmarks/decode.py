@@ -3,7 +3,7 @@ xlstmkit's PyTorch decode step, and xlstmkit's native decoder (float32, bfloat16
 weights (`from_official`), greedy, medians of interleaved repeats.
 
     flock /work/wt/timing.lock python benchmarks/decode.py --threads 1,2 [--batches 1] [--tokens 128] [--repeats 7]
-        [--pattern "xLSTM[7:1]"] [--blocks 6] [--dim 256] [--out benchmarks/results/decode.md]
+        [--pattern "xLSTM[7:1]"] [--blocks 6] [--dim 256] [--bound] [--out benchmarks/results/decode.md]
 
 Model: the paper's language model at d = 256 (4 heads, convolution 4, sLSTM feed-forward 1.3, GeLU), 6 blocks, a
 byte vocabulary, its sLSTM blocks where `--pattern` puts them (xLSTM[7:1] over 6 blocks: block 3). Each
@@ -14,7 +14,12 @@ implementation decodes `--tokens` tokens from a one-token prompt, its own loop:
   native one-token cells still run), under inference_mode;
 - xlstmkit native: `decode_step(..., reuse_state=True)` after the first step (what `generate` does), float32
   weights; then the same model converted with `quantize_(model, "bf16")` and `quantize_(model, "int8")`;
-- xlstmkit generate(): the public call (native float32), for its overhead over the raw loop.
+- xlstmkit generate(): the public call (native float32), for its overhead over the raw loop, greedy and sampled
+  (temperature 0.8, top-k 50, seeded).
+
+`--bound` adds, at batch 1, the memory bound: the bytes a token needs (every weight but the embedding's, plus the
+recurrent state read and written) over the read bandwidth `tensor.sum()` reaches on 1 GB at the same thread count,
+and the best ratio to the official loop that leaves any implementation.
 
 Writes a markdown table (tokens/s = batch x tokens / median seconds; ratio to the official loop) with the CPU
 model, torch version, thread count and the load average before and after each thread count, and prints it.
@@ -26,6 +31,7 @@ import argparse
 import copy
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -95,6 +101,41 @@ def loops(off, ours, bf16, int8, B: int, n: int) -> dict:
             "xlstmkit generate() sampled (native f32)": generate_sampled,
             "xlstmkit native, bf16 weights": ours_loop(bf16, True),
             "xlstmkit native, int8 weights": ours_loop(int8, True)}
+
+
+def read_bandwidth(repeats: int = 5, gb: float = 1.0) -> float:
+    """Bytes per second that `tensor.sum()` reads from a float32 array of `gb` GB (far beyond the caches) at the
+    current thread count, the median of `repeats` passes: what this machine streams from memory."""
+    x = torch.ones(int(gb * 2**30) // 4)
+    x.sum()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - start)
+    return x.numel() * 4 / statistics.median(times)
+
+
+def memory_bound_lines(models: dict, official_s_per_token: float, threads: int) -> list[str]:
+    """The fastest any implementation could decode batch 1 if every byte a token needs came from memory: the weights
+    it multiplies (all but the embedding, of which it reads one row) plus the recurrent state, read and written once
+    (float32), over the measured read bandwidth; and that time as a ratio to the official loop. At d = 256 the
+    weights fit in this CPU's L3 and the bound does not bind; at d = 1024 it does."""
+    bw = read_bandwidth()
+    lines = [f"Memory bound at {threads} thread{'s' if threads > 1 else ''} (`tensor.sum()` over 1 GB: "
+             f"{bw / 1e9:.1f} GB/s):", "", "| weights | weight bytes per token | state bytes (read + write) | "
+             "bound, ms per token | best possible vs official |", "|---|---:|---:|---:|---:|"]
+    for name, model in models.items():
+        emb = model.embedding.weight
+        tied = model.head.weight is emb if hasattr(model.head, "weight") else False
+        w = weight_bytes(model) - (0 if tied else emb.numel() * emb.element_size())
+        with torch.inference_mode():
+            _, state = model.decode_step(torch.zeros(1, dtype=torch.long), None)
+        st = 2 * sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves(state))
+        bound = (w + st) / bw
+        lines.append(f"| {name} | {w / 1e6:.1f} MB | {st / 1e6:.1f} MB | {bound * 1e3:.2f} | "
+                     f"{official_s_per_token / bound:.1f}x |")
+    return lines + [""]
 
 
 def serving(off, ours, bf16, int8, batches: list[int], threads: list[int], args) -> list[str]:
@@ -182,6 +223,9 @@ def main() -> None:
                          "in [MIN, MAX] (left-padded, attention_mask), then --tokens new tokens; tokens/s counts the "
                          "new tokens of every row, the prefill's time included; with --plot, tokens/s against batch")
     ap.add_argument("--plot", default=None, metavar="PNG", help="with --prompts: write the tokens/s-vs-batch plot")
+    ap.add_argument("--bound", action="store_true",
+                    help="at batch 1, also the memory bound: bytes a token needs (weights + state read and written) "
+                         "over the measured read bandwidth, and the best ratio to the official loop it allows")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "decode.md"))
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
@@ -262,7 +306,10 @@ def main() -> None:
             for name, s in sec.items():
                 lines.append(f"| {name} | {B * n / s:,.0f} | {s / n * 1e3:.3f} | {base / s:.2f}x |")
             lines.append("")
-            print("\n".join(lines[-(len(sec) + 6):]), flush=True)
+            start = len(lines)
+            if B == 1 and args.bound:
+                lines += memory_bound_lines({"float32": ours, "bf16": bf16, "int8": int8}, base / n, t)
+            print("\n".join(lines[-(len(sec) + 6 + len(lines) - start):]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
