@@ -214,6 +214,25 @@ def test_bf16_weights_compute_the_function_of_the_rounded_weights_in_float32():
     assert (got - full).abs().max() < 0.05 * (full.max() - full.min())
 
 
+def test_a_bf16_slstm_stack_keeps_its_head_wise_and_recurrent_weights_in_bf16_and_computes_the_same():
+    """In a bfloat16 model the sLSTM's head-wise gate weights and recurrent matrix (half of an sLSTM block's bytes)
+    are packed as bfloat16 (the plan says so, the blob is smaller) and decode to the logits of the float32 model that
+    holds the same rounded weights (whose pack keeps them in float32)."""
+    from xlstmkit.models import native_decode as nd
+
+    bf16 = copy.deepcopy(lm("0:1", seed=12)).to(torch.bfloat16)
+    rounded = copy.deepcopy(bf16).float()
+    pack16, pack32 = nd.lm_pack(bf16, torch.float32), nd.lm_pack(rounded, torch.float32)
+    formats = [int(pack16.plan[nd.LM_HEADER + k * nd.LM_BLOCK + nd.S_HW_FMT]) for k in range(int(pack16.plan[1]))]
+    assert formats == [nd.FMT_BF16] * 2
+    assert [int(pack32.plan[nd.LM_HEADER + k * nd.LM_BLOCK + nd.S_HW_FMT]) for k in range(2)] == [nd.FMT_SAME] * 2
+    assert pack16.blob.numel() < pack32.blob.numel()
+    ids = ids_for(3, 40)
+    got = step_logits(bf16, ids, True)[0]
+    torch.testing.assert_close(got, step_logits(rounded, ids, True)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, step_logits(rounded, ids, False)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_int8_rows_round_trip_within_half_a_step():
     w = torch.randn(37, 65) * torch.logspace(-3, 2, 37)[:, None]
     w[5] = 0.0
@@ -341,6 +360,10 @@ HOSTILE = textwrap.dedent("""
         pack = nd.lm_pack(a, torch.float32)
         pack.plan[nd.LM_HEADER + nd.M_I] = 10**6  # a damaged plan: checked in C before anything is read
         run("damaged plan", lambda: a.decode_step(tok, sa))
+        pb = nd.lm_pack(b, torch.float32)
+        first_slstm = next(k for k in range(int(pb.plan[1])) if int(pb.plan[nd.LM_HEADER + k * nd.LM_BLOCK]) == 1)
+        pb.plan[nd.LM_HEADER + first_slstm * nd.LM_BLOCK + nd.S_HW_FMT] = 7  # no such weight format
+        run("damaged format", lambda: b.decode_step(tok, sb))
     print(json.dumps(out))
 """)
 
@@ -358,6 +381,7 @@ def test_hostile_states_tokens_and_plans_are_one_line_errors_not_crashes():
     assert out["token 2**40"].startswith("IndexError:")
     assert out["state kept"] is True  # a refused step wrote nothing, even with reuse_state
     assert out["damaged plan"].startswith("ValueError:") and "plan" in out["damaged plan"]
+    assert out["damaged format"].startswith("ValueError:") and "plan" in out["damaged format"]
     assert all("\n" not in v for v in out.values() if isinstance(v, str))
 
 

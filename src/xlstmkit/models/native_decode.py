@@ -55,6 +55,7 @@ H_NBLOCKS, H_E, H_V, H_STATE, H_SCRATCH, H_EXPF, H_CONSTS, H_EMB, H_POST_W, H_PO
 (S_NH, S_DH, S_K, S_F, S_NORM_W, S_NORM_B, S_CONV_W, S_CONV_B, S_GATE_W, S_GATE_B, S_R, S_ON_W, S_FFN_NORM_W,
  S_FFN_NORM_B, S_UP, S_UP_B, S_DOWN, S_DOWN_B, S_ST_CONV, S_ST_C, S_ST_N, S_ST_M, S_ST_H) = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 20, 21, 26, 27, 28, 29, 30, 31)
+S_HW_FMT = 32  # the format of the sLSTM's head-wise gate weights and recurrent matrix (FMT_SAME or FMT_BF16)
 FMT_SAME, FMT_BF16, FMT_I8 = 0, 1, 2
 BLOCKDIAG_T_MAX = 16  # XK_BLOCKDIAG_T_MAX in decode_cells.h: q, k, v blocks up to this size are stored transposed
 STATUS = {1: "the decoding plan does not match its arrays", 2: "a token id is outside the vocabulary",
@@ -169,6 +170,10 @@ class _Blob:
         """A small array in the compute dtype; -1 for None."""
         return -1 if t is None else self._add(t.detach().to(self.dtype))
 
+    def raw(self, t: Tensor) -> int:
+        """An array in its own dtype (bfloat16 weights the C code widens as it reads them)."""
+        return self._add(t.detach())
+
     def mat(self, module_or_weight) -> list[int]:
         """A matrix (O, I) in its own format: [format, rows, cols, weight offset, scale offset]. An Int8Linear is
         stored as int8 with its scales, a bfloat16 weight as bfloat16, anything else in the compute dtype. One
@@ -279,9 +284,15 @@ def pack_lm(model: xLSTMLM, dtype: torch.dtype) -> LMPack:
             rec[S_NORM_W], rec[S_NORM_B] = blob.vec(_norm_scale(block.norm)), blob.vec(block.norm.bias)
             rec[S_CONV_W] = -1 if K == 0 else blob.vec(layer.conv.weight[:, 0, :].t())
             rec[S_CONV_B] = -1 if K == 0 else blob.vec(layer.conv.bias)
-            rec[S_GATE_W] = blob.vec(torch.stack([layer.igate.weight, layer.fgate.weight, layer.zgate.weight,
-                                                  layer.ogate.weight]))
-            rec[S_GATE_B], rec[S_R] = blob.vec(layer.bias), blob.vec(layer.recurrent)
+            gates = torch.stack([layer.igate.weight, layer.fgate.weight, layer.zgate.weight, layer.ogate.weight])
+            if gates.dtype == layer.recurrent.dtype == torch.bfloat16 and dtype == torch.float32:
+                # a bf16 model: these two, half of an sLSTM block's weights, stay bfloat16 (widened as they load)
+                rec[S_HW_FMT] = FMT_BF16
+                rec[S_GATE_W], rec[S_R] = blob.raw(gates), blob.raw(layer.recurrent)
+            else:
+                rec[S_HW_FMT] = FMT_SAME
+                rec[S_GATE_W], rec[S_R] = blob.vec(gates), blob.vec(layer.recurrent)
+            rec[S_GATE_B] = blob.vec(layer.bias)
             rec[S_ON_W] = blob.vec(_norm_scale(layer.outnorm))
             rec[S_FFN_NORM_W], rec[S_FFN_NORM_B] = blob.vec(_norm_scale(block.ffn_norm)), blob.vec(block.ffn_norm.bias)
             rec[S_UP:S_UP + 5], rec[S_UP_B] = blob.mat(block.ffn.proj_up), blob.vec(block.ffn.proj_up.bias)

@@ -78,6 +78,25 @@ static void FN(headwise)(int NH, int DO, int DI, const T *restrict W, const T *r
     }
 }
 
+/* `headwise` (no bias) with W in format fmt (XK_W_SAME: T, XK_W_BF16: bfloat16), starting at element `at` */
+static void FN(headwise_fmt)(int fmt, int NH, int DO, int DI, const void *W, size_t at, const T *restrict x,
+                             T *restrict y) {
+    if (fmt != XK_W_BF16) {
+        FN(headwise)(NH, DO, DI, (const T *)W + at, 0, x, y);
+        return;
+    }
+    for (int h = 0; h < NH; ++h) {
+        const T *restrict xh = x + (size_t)h * DI;
+        for (int o = 0; o < DO; ++o) {
+            const uint16_t *restrict wr = (const uint16_t *)W + at + ((size_t)h * DO + o) * DI;
+            T acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int i = 0; i < DI; ++i) acc += (T)xk_bf16_to_float(wr[i]) * xh[i];
+            y[(size_t)h * DO + o] = acc;
+        }
+    }
+}
+
 /* The same map for small blocks (Q <= XK_BLOCKDIAG_T_MAX), with the weights stored transposed, Wt (Q_out, Q_in, NB)
  * (Wt[o][i][h] = W[h, o, i]), so that the inner loop runs over the NB blocks, contiguous, as vectors: the mLSTM's
  * q, k and v maps have blocks of 4, where `headwise` spends its time in loop overhead. Each output is summed over

@@ -30,7 +30,7 @@ enum {
     /* sLSTM block */
     S_KIND = 0, S_NH, S_DH, S_K, S_F, S_NORM_W, S_NORM_B, S_CONV_W, S_CONV_B, S_GATE_W, S_GATE_B, S_R, S_ON_W,
     S_FFN_NORM_W, S_FFN_NORM_B, S_UP, S_UP_B = S_UP + 5, S_DOWN, S_DOWN_B = S_DOWN + 5, S_ST_CONV, S_ST_C, S_ST_N,
-    S_ST_M, S_ST_H,
+    S_ST_M, S_ST_H, S_HW_FMT /* the format of S_GATE_W and S_R: XK_W_SAME or XK_W_BF16 */,
     /* status codes (status[0]); status[1] holds the plan index or batch row at fault */
     XK_OK = 0, XK_BAD_PLAN = 1, XK_BAD_TOKEN = 2, XK_BAD_SIZES = 3
 };
@@ -62,10 +62,15 @@ static FN(lm_scratch) FN(lm_scratch_widths)(const int64_t *plan) {
     return s;
 }
 
-/* the checks of one plan entry: an optional T vector of `count` elements, a matrix of (rows, cols), a state slot */
-static int FN(vec_ok)(int64_t off, int64_t count, int optional, int64_t NW) {
+/* the checks of one plan entry: an optional vector of `count` elements of `eb` bytes (T: sizeof(T)), a matrix of
+ * (rows, cols), a state slot */
+static int FN(bytes_ok)(int64_t off, int64_t count, int64_t eb, int optional, int64_t NW) {
     if (off == -1) return optional;
-    return off >= 0 && count >= 0 && off % (int64_t)sizeof(T) == 0 && count <= (NW - off) / (int64_t)sizeof(T);
+    return off >= 0 && count >= 0 && off % eb == 0 && count <= (NW - off) / eb;
+}
+
+static int FN(vec_ok)(int64_t off, int64_t count, int optional, int64_t NW) {
+    return FN(bytes_ok)(off, count, (int64_t)sizeof(T), optional, NW);
 }
 
 static int FN(mat_ok)(const int64_t *d, int64_t rows, int64_t cols, int64_t NW) {
@@ -119,13 +124,16 @@ static int64_t FN(lm_plan_check)(int B, int NP, int NW, int NS, int V, int NSCR,
             if (!FN(slot_ok)(p[M_ST_N], NH * DH, per_row)) return base + M_ST_N + 1;
             if (!FN(slot_ok)(p[M_ST_M], NH, per_row)) return base + M_ST_M + 1;
         } else if (p[0] == 1) {
-            const int64_t NH = p[S_NH], DH = p[S_DH], K = p[S_K], F = p[S_F];
+            const int64_t NH = p[S_NH], DH = p[S_DH], K = p[S_K], F = p[S_F], hw = p[S_HW_FMT];
             if (!FN(dim_ok)(NH, 1) || !FN(dim_ok)(DH, 1) || NH * DH != E || K < 0 || K > 64 || !FN(dim_ok)(F, 1))
                 return base + 1;
+            if (hw != XK_W_SAME && !(hw == XK_W_BF16 && sizeof(T) == 4)) return base + S_HW_FMT + 1;
+            const int64_t hwb = hw == XK_W_BF16 ? 2 : (int64_t)sizeof(T);
+            if (!FN(bytes_ok)(p[S_GATE_W], 4 * NH * DH * DH, hwb, 0, NW)) return base + S_GATE_W + 1;
+            if (!FN(bytes_ok)(p[S_R], NH * DH * 4 * DH, hwb, 0, NW)) return base + S_R + 1;
             const int64_t checks[][3] = {
-                {S_NORM_W, E, 0}, {S_NORM_B, E, 1}, {S_CONV_B, E, 1}, {S_GATE_W, 4 * NH * DH * DH, 0},
-                {S_GATE_B, 4 * E, 0}, {S_R, NH * DH * 4 * DH, 0}, {S_ON_W, E, 0}, {S_FFN_NORM_W, E, 0},
-                {S_FFN_NORM_B, E, 1}, {S_UP_B, 2 * F, 1}, {S_DOWN_B, E, 1}};
+                {S_NORM_W, E, 0}, {S_NORM_B, E, 1}, {S_CONV_B, E, 1}, {S_GATE_B, 4 * E, 0}, {S_ON_W, E, 0},
+                {S_FFN_NORM_W, E, 0}, {S_FFN_NORM_B, E, 1}, {S_UP_B, 2 * F, 1}, {S_DOWN_B, E, 1}};
             for (size_t c = 0; c < sizeof checks / sizeof checks[0]; ++c)
                 if (!FN(vec_ok)(p[checks[c][0]], checks[c][1], (int)checks[c][2], NW)) return base + checks[c][0] + 1;
             if (!FN(vec_ok)(p[S_CONV_W], K * E, K == 0, NW)) return base + S_CONV_W + 1;
@@ -213,11 +221,43 @@ static void FN(lm_mlstm_block)(int B, int E, const int64_t *p, const uint8_t *bl
     FN(lm_matvec)(blob, p + M_DOWN, B, hb, (size_t)sw->h, x, (size_t)sw->e, XK_OPT(p[M_DOWN_B]), 1, nthreads);
 }
 
+/* rr (G) = sum_a hp[a] R[a, :] over the DH rows of R (T or bfloat16, from element `at`), four rows per pass over
+ * rr (a quarter of the loads and stores of rr); rows in order, each pass adding (h0 R0 + h1 R1) + (h2 R2 + h3 R3) */
+static void FN(recurrent_rows)(int fmt, int DH, int G, const void *R, size_t at, const T *hp, T *restrict rr) {
+    int a = 0;
+    for (int j = 0; j < G; ++j) rr[j] = 0;
+    if (fmt == XK_W_BF16) {
+        const uint16_t *Rh = (const uint16_t *)R + at;
+        for (; a < DH % 4; ++a)
+            for (int j = 0; j < G; ++j) rr[j] += hp[a] * (T)xk_bf16_to_float(Rh[(size_t)a * G + j]);
+        for (; a < DH; a += 4) {
+            const T h0 = hp[a], h1 = hp[a + 1], h2 = hp[a + 2], h3 = hp[a + 3];
+            const uint16_t *R0 = Rh + (size_t)a * G, *R1 = R0 + G, *R2 = R1 + G, *R3 = R2 + G;
+#pragma omp simd
+            for (int j = 0; j < G; ++j)
+                rr[j] += (h0 * (T)xk_bf16_to_float(R0[j]) + h1 * (T)xk_bf16_to_float(R1[j])) +
+                         (h2 * (T)xk_bf16_to_float(R2[j]) + h3 * (T)xk_bf16_to_float(R3[j]));
+        }
+        return;
+    }
+    const T *Rh = (const T *)R + at;
+    for (; a < DH % 4; ++a)
+        for (int j = 0; j < G; ++j) rr[j] += hp[a] * Rh[(size_t)a * G + j];
+    for (; a < DH; a += 4) {
+        const T h0 = hp[a], h1 = hp[a + 1], h2 = hp[a + 2], h3 = hp[a + 3];
+        const T *R0 = Rh + (size_t)a * G, *R1 = R0 + G, *R2 = R1 + G, *R3 = R2 + G;
+#pragma omp simd
+        for (int j = 0; j < G; ++j) rr[j] += (h0 * R0[j] + h1 * R1[j]) + (h2 * R2[j] + h3 * R3[j]);
+    }
+}
+
 static void FN(lm_slstm_block)(int B, int E, const int64_t *p, const uint8_t *blob, T norm_eps, int exp_forget,
                                 T *state, const FN(lm_scratch) *sw, T *x, T *xn, T *u, T *xc, T *gin, T *raw, T *hb,
                                 int nthreads) {
     const int NH = (int)p[S_NH], DH = (int)p[S_DH], K = (int)p[S_K], F = (int)p[S_F], G = 4 * DH;
-    const T *gw = XK_AT(T, p[S_GATE_W]), *gb = XK_AT(T, p[S_GATE_B]), *R = XK_AT(T, p[S_R]);
+    const int hw = (int)p[S_HW_FMT]; /* head-wise gate and recurrent weights: T or bfloat16 (a bf16 model) */
+    const void *gw = blob + p[S_GATE_W], *R = blob + p[S_R];
+    const T *gb = XK_AT(T, p[S_GATE_B]);
     const size_t gstride = (size_t)NH * DH * DH; /* one gate's head-wise weights */
     T *conv_st = state + (size_t)B * p[S_ST_CONV];
     T *cs = state + (size_t)B * p[S_ST_C], *ns = state + (size_t)B * p[S_ST_N], *mst = state + (size_t)B * p[S_ST_M],
@@ -234,31 +274,13 @@ static void FN(lm_slstm_block)(int B, int E, const int64_t *p, const uint8_t *bl
         }
         /* (i, f) from the convolved input, (z, o) from the normalised one: gin laid out (4, E) */
         for (int gt = 0; gt < 4; ++gt)
-            FN(headwise)(NH, DH, DH, gw + gt * gstride, 0, gt < 2 ? c : xnb, gi + (size_t)gt * E);
+            FN(headwise_fmt)(hw, NH, DH, DH, gw, gt * gstride, gt < 2 ? c : xnb, gi + (size_t)gt * E);
         const size_t base = (size_t)b * E; /* this row's (NH, DH) in the cell states */
         for (int hd = 0; hd < NH; ++hd) {
             /* raw (4 DH) = h_prev @ R[hd] (recurrent part first) + (input part + bias) */
             T *rr = rw + (size_t)hd * G;
-            const T *hp = hs + base + (size_t)hd * DH, *Rh = R + (size_t)hd * DH * G;
-            /* four rows of R per pass over rr: a quarter of the loads and stores of rr */
-            int a = 0;
-            if (DH % 4 == 0) {
-                for (int j = 0; j < G; ++j) rr[j] = 0;
-            } else {
-                for (int j = 0; j < G; ++j) rr[j] = hp[0] * Rh[j];
-                a = 1;
-                for (; a < DH % 4; ++a) {
-                    const T ha = hp[a];
-                    const T *Rr = Rh + (size_t)a * G;
-                    for (int j = 0; j < G; ++j) rr[j] += ha * Rr[j];
-                }
-            }
-            for (; a < DH; a += 4) {
-                const T h0 = hp[a], h1 = hp[a + 1], h2 = hp[a + 2], h3 = hp[a + 3];
-                const T *R0 = Rh + (size_t)a * G, *R1 = R0 + G, *R2 = R1 + G, *R3 = R2 + G;
-#pragma omp simd
-                for (int j = 0; j < G; ++j) rr[j] += (h0 * R0[j] + h1 * R1[j]) + (h2 * R2[j] + h3 * R3[j]);
-            }
+            const T *hp = hs + base + (size_t)hd * DH;
+            FN(recurrent_rows)(hw, DH, G, R, (size_t)hd * DH * G, hp, rr);
             for (int gt = 0; gt < 4; ++gt)
                 for (int d = 0; d < DH; ++d)
                     rr[gt * DH + d] += gi[(size_t)gt * E + (size_t)hd * DH + d] + gb[((size_t)hd * 4 + gt) * DH + d];
