@@ -35,7 +35,8 @@ def lm(pattern: str = "1:1", seed: int = 0, **overrides) -> xLSTMLM:
     """A small float32 LM with its parameters moved off their initialisation (so every gate and norm matters)."""
     name, blocks = PATTERNS[pattern]
     torch.manual_seed(seed)
-    model = xLSTMLM(xLSTMConfig(vocab_size=V, embedding_dim=32, num_blocks=blocks, block_pattern=name, **overrides))
+    model = xLSTMLM(xLSTMConfig(**{"vocab_size": V, "embedding_dim": 32, "num_blocks": blocks, "block_pattern": name,
+                                   **overrides}))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -118,8 +119,11 @@ def test_native_and_pytorch_steps_agree_to_1e5_over_1000_steps(pattern):
 
 
 @pytest.mark.parametrize("overrides", [dict(forget_gate="exp"), dict(slstm_conv_kernel=0), dict(bias=True),
-                                       dict(tie_weights=True), dict(add_post_blocks_norm=False)],
-                         ids=["exp-forget", "no-slstm-conv", "bias", "tied", "no-post-norm"])
+                                       dict(tie_weights=True), dict(add_post_blocks_norm=False),
+                                       dict(qkv_proj_blocksize=16, bias=True), dict(qkv_proj_blocksize=32, bias=True),
+                                       dict(embedding_dim=36)],
+                         ids=["exp-forget", "no-slstm-conv", "bias", "tied", "no-post-norm",
+                              "qkv-blocks-16-transposed", "qkv-blocks-32-headwise", "slstm-head-dim-9"])
 def test_native_step_equals_the_pytorch_step_for_config_variants(overrides):
     model = lm("1:1", seed=3, **overrides)
     ids = ids_for(2, 12)
