@@ -20,9 +20,9 @@ static T FN(kth_largest)(int V, int k, const T *x, T t, T *heap) {
         while (c > 0) {
             const int p = (c - 1) / 2;
             if (heap[p] <= heap[c]) break;
-            const T t = heap[p];
+            const T swap = heap[p];
             heap[p] = heap[c];
-            heap[c] = t;
+            heap[c] = swap;
             c = p;
         }
     }
@@ -37,9 +37,9 @@ static T FN(kth_largest)(int V, int k, const T *x, T t, T *heap) {
             if (l < k && heap[l] < heap[s]) s = l;
             if (r < k && heap[r] < heap[s]) s = r;
             if (s == p) break;
-            const T t = heap[p];
+            const T swap = heap[p];
             heap[p] = heap[s];
-            heap[s] = t;
+            heap[s] = swap;
             p = s;
         }
     }
