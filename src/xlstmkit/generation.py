@@ -145,6 +145,7 @@ class TokenChooser:
         self.key: tuple = ()
         self.used = 0
         self.lib: object = False  # the native library, looked up on the first draw (None: not available)
+        self.call = None  # ops.native.call, imported with it (not on every token)
         self.heap: Tensor | None = None
 
     @staticmethod
@@ -170,17 +171,15 @@ class TokenChooser:
             if self.lib is False:
                 from .ops import native
 
-                self.lib = native.library()
+                self.lib, self.call = native.library(), native.call
             if self.lib is not None:
-                from .ops.native import call
-
                 B, V = logits.shape
                 k = 0 if greedy or self.top_k is None or self.top_k >= V else self.top_k
                 if self.heap is None or self.heap.numel() != k + 1:
                     self.heap = torch.empty(k + 1, dtype=torch.float32)
                 out = torch.empty(B, dtype=torch.int64)
-                call(self.lib, "choose_tokens", torch.float32, (B, V, k, float(self.temperature)),
-                     (logits, log_e, self.heap, out))
+                self.call(self.lib, "choose_tokens", torch.float32, (B, V, k, float(self.temperature)),
+                          (logits, log_e, self.heap, out))
                 return out
         if greedy:
             return logits.argmax(dim=-1)
