@@ -121,3 +121,48 @@ def test_log_e_is_finite_so_minus_inf_logits_never_become_nan():
     logits = torch.full((64, 1000), float("-inf"))
     logits[:, 3] = 0.0
     assert (sample_next(logits, temperature=1.0, log_e=log_e) == 3).all()
+
+
+CHOOSE_EXTREMES = """
+import json, torch
+from xlstmkit.ops import native
+lib = native.library()
+out = {}
+def run(name, logits, log_e, k, t):
+    B, V = logits.shape
+    res = torch.empty(B, dtype=torch.int64)
+    native.call(lib, "choose_tokens", torch.float32, (B, V, k, t), (logits, log_e, torch.empty(k + 1), res))
+    out[name] = res.tolist()
+nan, inf = float("nan"), float("inf")
+run("nan rows", torch.tensor([[nan, 1.0, nan], [0.0, nan, 2.0]]), torch.zeros(2, 3), 2, 0.7)
+run("all -inf", torch.full((2, 5), -inf), torch.zeros(2, 5), 3, 1.0)
+run("+inf and -inf", torch.tensor([[-inf, inf, inf, 0.0]]), torch.zeros(1, 4), 1, 0.5)
+run("one token", torch.tensor([[3.0]]), torch.zeros(1, 1), 0, 1.0)
+run("k = V - 1", torch.arange(6.0)[None], torch.zeros(1, 6), 5, 1.0)
+run("greedy, no noise", torch.tensor([[1.0, 5.0, 5.0]]), None, 0, 0.0)
+run("tiny temperature", torch.tensor([[1e30, -1e30, 3.0]]), torch.zeros(1, 3), 2, 1e-30)
+print(json.dumps(out))
+"""
+
+
+@needs_native
+def test_choose_tokens_at_extremes_answers_as_torch_and_never_crashes():
+    """NaN rows, all -inf, +-inf, a one-token vocabulary, k = V - 1, greedy without noise and logits that overflow
+    when divided: run in a subprocess (native code), each answer the index torch's rule gives."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.run([sys.executable, "-c", CHOOSE_EXTREMES], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": src, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["nan rows"] == [0, 1]  # the first NaN wins, as in torch's argmax
+    assert out["all -inf"] == [0, 0]
+    assert out["+inf and -inf"] == [1]  # the first of the tied +inf
+    assert out["one token"] == [0]
+    assert out["k = V - 1"] == [5]  # with zero noise the largest scaled logit
+    assert out["greedy, no noise"] == [1]
+    assert out["tiny temperature"] == [0]  # 1e30 / 1e-30 = +inf beats everything
