@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from xlstmkit import xLSTMConfig
+from xlstmkit.config import FORMS
 from xlstmkit.nn import MLSTMBlock, SLSTMBlock
 from xlstmkit.nn.direction import (Bidirectional, DirectionalStack, Reversal, Reversed, blocks_mask, is_right_padded,
                                    reverse_real)
@@ -133,15 +134,17 @@ def _stack(direction: str, merge: str = "sum") -> DirectionalStack:
     return _perturbed(DirectionalStack(_cfg(num_blocks=3, block_pattern=None, slstm_at=[1]), direction, merge), 7)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("direction,merge", [("alternate", "sum"), ("both", "sum"), ("both", "concat")])
 @pytest.mark.parametrize("padding", ["right", "holes"])
-def test_each_padded_row_equals_its_real_steps_alone_values_and_gradients(direction, merge, padding):
+def test_each_padded_row_equals_its_real_steps_alone_values_and_gradients(direction, merge, padding, form):
     """Right padding runs with mask=None inside the blocks (exact because the blocks are causal and R keeps a right-
-    padded row right padded); holes and left padding go through the ops' mask."""
+    padded row right padded); holes and left padding go through the ops' mask. Every mLSTM computation form, the
+    padded batch in that form against each row alone in the default one."""
     stack = _stack(direction, merge)
     mask = RIGHT if padding == "right" else HOLES
     x = torch.randn(3, 6, 8, dtype=torch.float64, requires_grad=True)
-    out = stack(x, blocks_mask(mask), reversal=Reversal(mask))
+    out = stack(x, blocks_mask(mask), form, reversal=Reversal(mask))
     w = torch.randn_like(out)
     gx, *gp = torch.autograd.grad((out * w * mask.unsqueeze(-1)).sum(), [x, *stack.parameters()])
     gp_alone = [torch.zeros_like(p) for p in stack.parameters()]
