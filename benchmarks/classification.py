@@ -47,6 +47,8 @@ CANDIDATES: dict[str, dict] = {
     "depth 3": {"depth": 3},
     "concat merge": {"merge": "concat"},
     "dropout 0.3": {"dropout": 0.3},
+    "augment slice": {"augment": "slice"},
+    "augment slice,scale,jitter": {"augment": "slice,scale,jitter"},
 }
 
 

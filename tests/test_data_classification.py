@@ -318,3 +318,63 @@ def test_require_reraises_errors_from_inside_an_installed_package(tmp_path, monk
     assert require("json", "audio", "testing").dumps([1]) == "[1]"
     with pytest.raises(ValueError, match="unknown extra"):
         require("json", "nope", "testing")
+
+
+# -- augmentation of training batches ---------------------------------------------------------------------------------
+
+def _padded_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([9, 1, 5, 2])
+    mask = torch.arange(9)[None, :] < lengths[:, None]
+    x = torch.randn(4, 9, 3, generator=g, dtype=torch.float64) * mask.unsqueeze(-1)
+    return x, mask, lengths
+
+
+@pytest.mark.parametrize("kinds", [("slice",), ("scale",), ("jitter",), ("slice", "scale", "jitter")])
+def test_augment_keeps_shape_and_pads_and_is_reproducible(kinds):
+    x, mask, _ = _padded_batch()
+    a = C.augment(x, mask, kinds, generator=torch.Generator().manual_seed(1))
+    b = C.augment(x, mask, kinds, generator=torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert torch.equal(a, b)
+    assert torch.all(a[~mask] == 0)  # pads stay 0
+    assert not torch.equal(a[mask], x[mask])  # it does change the real steps
+
+
+def test_slice_is_a_stretched_window_of_each_row():
+    """Against a direct per-row formula: a window of r (L - 1) steps from `start`, sampled at L evenly spaced
+    points by linear interpolation (np.interp); the start is recovered from the first output point."""
+    x, mask, lengths = _padded_batch(3)
+    r = 0.7
+    out = C.augment(x, mask, ("slice",), slice_ratio=r, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    span = (lengths - 1).to(torch.float64)
+    start = torch.rand(4, generator=g, dtype=torch.float64) * (span - r * span)
+    for b in range(4):
+        L = int(lengths[b])
+        pos = np.linspace(float(start[b]), float(start[b]) + r * (L - 1), L) if L > 1 else np.zeros(1)
+        for c in range(3):
+            ref = np.interp(pos, np.arange(L), x[b, :L, c].numpy())
+            np.testing.assert_allclose(out[b, :L, c].numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_slice_with_ratio_one_and_a_row_of_length_one_is_the_identity():
+    x, mask, _ = _padded_batch(4)
+    out = C.augment(x, mask, ("slice",), slice_ratio=1.0)
+    assert torch.allclose(out, x, atol=1e-12)
+
+
+def test_scale_multiplies_each_row_and_channel_by_one_factor():
+    x, mask, _ = _padded_batch(6)
+    out = C.augment(x, mask, ("scale",), generator=torch.Generator().manual_seed(2))
+    ratio = out[0] / x[0]  # row 0 is all real
+    assert torch.allclose(ratio, ratio[:1].expand_as(ratio))
+    assert not torch.allclose(ratio[0], torch.ones(3, dtype=ratio.dtype))
+
+
+def test_augment_refuses_unknown_kinds_and_ratios():
+    x, mask, _ = _padded_batch()
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        C.augment(x, mask, ("warp",))
+    with pytest.raises(ValueError, match="slice_ratio"):
+        C.augment(x, mask, ("slice",), slice_ratio=0.0)

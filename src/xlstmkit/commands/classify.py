@@ -77,6 +77,8 @@ class Recipe:
     pooling: str = _f("mean", "read-out of the real tokens", choices=("mean", "last", "first_last"))
     merge: str = _f("sum", "xlstm-bi: how the two directions' updates combine", choices=("sum", "concat"))
     dropout: float = _f(0.1, "dropout inside the blocks and before the head (all neural models)", metavar="P")
+    augment: str = _f("none", "augmentation of the training batches (all neural models): none, or a comma-separated "
+                              "subset of slice, scale, jitter (xlstmkit.data.classification.augment)", metavar="KINDS")
     lr: float = _f(2e-3, "AdamW learning rate (all neural models)", metavar="LR")
     weight_decay: float = _f(0.05, "AdamW weight decay (all neural models)", metavar="WD")
     batch_size: int = _f(16, "training batch size (all neural models)", metavar="N")
@@ -97,12 +99,24 @@ class Recipe:
         finite("--dropout", self.dropout, 0.0, 1.0)
         if self.dropout >= 1.0:
             raise ValueError(f"--dropout must be below 1, got {self.dropout}")
+        from ..data.classification import AUGMENTATIONS
+
+        bad = [k for k in self.augmentations if k not in AUGMENTATIONS]
+        if bad:
+            raise ValueError(f"--augment: unknown kind(s) {', '.join(bad)}; give none or a comma-separated subset of "
+                             f"{', '.join(AUGMENTATIONS)}")
         finite("--lr", self.lr, 0.0, low_open=True)
         finite("--weight-decay", self.weight_decay, 0.0)
         if self.time_budget is not None:
             finite("--time-budget", self.time_budget, 0.0)
             if self.time_budget == 0:
                 object.__setattr__(self, "time_budget", None)
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        """The kinds named by `augment` (empty for "none")."""
+        kinds = tuple(k.strip() for k in self.augment.split(",") if k.strip())
+        return () if kinds in ((), ("none",)) else kinds
 
     def fit_config(self, seed: int, device: str = "cpu"):
         from ..train.supervised import FitConfig
@@ -179,6 +193,7 @@ class NeuralRun:
         import torch
         import torch.nn.functional as F
 
+        from ..data.classification import augment
         from ..train.supervised import fit
 
         cfg = self.recipe.fit_config(self.seed, self.device)
@@ -189,12 +204,14 @@ class NeuralRun:
         train, val = data.to_padded("train"), data.to_padded("val")
         bs, min_steps = cfg.batch_size, self.recipe.epoch_steps
 
+        kinds = self.recipe.augmentations
+
         def epoch(rng):  # whole shuffled passes until at least `epoch_steps` batches
             n = 0
             while n < min_steps:
-                for batch in train.batches(bs, rng):
+                for (x, mask), y in train.batches(bs, rng):
                     n += 1
-                    yield batch
+                    yield ((augment(x, mask, kinds) if kinds else x), mask), y
 
         self.result = r = fit(self.model, F.cross_entropy, epoch, lambda: val.batches(256), cfg,
                               on_epoch=self.on_epoch)

@@ -145,6 +145,53 @@ class PaddedSeries:
             yield (self.x[idx, :s], self.mask[idx, :s]), self.labels[idx]
 
 
+AUGMENTATIONS = ("scale", "jitter", "slice")
+
+
+def augment(x: torch.Tensor, mask: torch.Tensor, kinds: Sequence[str], *, scale_sd: float = 0.1,
+            jitter_sd: float = 0.05, slice_ratio: float = 0.9,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """A randomly transformed copy of a padded training batch ``x`` (B, S, C) with mask (B, S) (right padding), for
+    small training sets on which a network memorises its few series (ArrowHead: 30 of them after the validation
+    split, training loss 0 and validation loss rising from the third epoch). ``kinds``, applied in this order:
+
+    - ``slice`` (window slicing, Le Guennec et al. 2016): each row's real part ``x[0:L]`` is replaced by a random
+      window of ``slice_ratio * (L - 1)`` steps stretched back to ``L`` steps by linear interpolation; a row
+      keeps its length and its class, and sees its shape slightly shifted and stretched;
+    - ``scale``: each row and channel multiplied by ``exp(scale_sd * z)``, z ~ N(0, 1) (amplitude changes);
+    - ``jitter``: N(0, jitter_sd^2) noise added to every real step (the data are in units of the training set's
+      per-channel standard deviation, so 0.05 is 5% of it).
+
+    Pads stay 0 and the mask is unchanged. The draws come from ``generator`` (torch's global one when None, which
+    the trainer seeds)."""
+    bad = [k for k in kinds if k not in AUGMENTATIONS]
+    if bad:
+        raise ValueError(f"unknown augmentation(s) {bad}; choose from {', '.join(AUGMENTATIONS)}")
+    if not 0.0 < slice_ratio <= 1.0:
+        raise ValueError(f"slice_ratio must be in (0, 1], got {slice_ratio}")
+    B, S, C = x.shape
+    m = mask.unsqueeze(-1).to(x.dtype)
+    out = x
+    if "slice" in kinds:
+        L = mask.sum(1).to(x.dtype)  # (B,)
+        span = (L - 1).clamp(min=0)
+        width = slice_ratio * span
+        start = torch.rand(B, generator=generator, dtype=x.dtype) * (span - width)
+        j = torch.arange(S, dtype=x.dtype)
+        step = torch.where(span > 0, width / span.clamp(min=1), torch.zeros_like(span))
+        pos = start[:, None] + j[None, :].minimum(span[:, None]) * step[:, None]  # (B, S), inside [0, L - 1]
+        lo = pos.floor().long().clamp(0, S - 1)
+        hi = (lo + 1).minimum((L.long() - 1).clamp(min=0)[:, None])
+        frac = (pos - lo.to(x.dtype)).unsqueeze(-1)
+        gather = lambda idx: torch.gather(out, 1, idx.unsqueeze(-1).expand(B, S, C))  # noqa: E731
+        out = (gather(lo) * (1 - frac) + gather(hi) * frac) * m
+    if "scale" in kinds:
+        out = out * torch.exp(scale_sd * torch.randn(B, 1, C, generator=generator, dtype=x.dtype))
+    if "jitter" in kinds:
+        out = out + jitter_sd * torch.randn(B, S, C, generator=generator, dtype=x.dtype) * m
+    return out
+
+
 @dataclass
 class ClassificationData:
     """A classification problem: train/test (and optional validation) series, class names, channel count.
