@@ -2,6 +2,7 @@
 anomaly archive's series 135 (bundled with aeon) and on the seeded benchmark of anomalies injected into real series.
 
     python benchmarks/anomaly.py [--seeds 0 1 2] [--steps 300] [--threads 1] [--out benchmarks/anomaly_results]
+                                 [--resume]
 
 Per series: the UCR hit (the top-scoring test point within the labelled region +- 100 points), AUC-PR and AUC-ROC
 per point over the test part (the anomaly-free training prefix left out for every detector alike), and the seconds.
@@ -66,6 +67,9 @@ def main() -> None:
     ap.add_argument("--no-injected", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="DetectorConfig fields (tuning)")
     ap.add_argument("--out", default=None, metavar="DIR")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of DIR/results.json and run only the (series, detector, seed) cells it lacks "
+                         "(the scores do not depend on the machine's load: no detector has a time budget here)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from xlstmkit.data.anomaly import injected_benchmark, load_kdd_tsad_135
@@ -76,12 +80,21 @@ def main() -> None:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.resume:
+        if not (out and (out / "results.json").exists()):
+            sys.exit("--resume needs --out DIR with a results.json from an earlier run")
+        old = json.loads((out / "results.json").read_text())
+        rows, loads = old["rows"], old.get("load_average", []) + loads
+        done = {(r["series"], r["detector"], r["seed"]) for r in rows}
     for seed in args.seeds:
         todo = ([] if args.no_kdd else [load_kdd_tsad_135()]) + ([] if args.no_injected else injected_benchmark(seed))
         for series in todo:
             for det in args.detectors:
                 if det != "xlstm" and series.kind == "" and seed != args.seeds[0]:
                     continue  # STOMP and MERLIN are deterministic: KDD-135 once
+                if (series.name, det, seed) in done:
+                    continue
                 r = run_one(series, det, args.steps, seed, **kw)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
