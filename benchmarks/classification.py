@@ -6,6 +6,7 @@
                                                         #     --table benchmarks/classification_results.md
     python benchmarks/classification.py --seeds 1 --datasets GunPoint --models xlstm-bi minirocket   # a part
     python benchmarks/classification.py tune            # score recipe candidates on validation splits only
+    python benchmarks/classification.py tune --report   # the table of the candidates run so far, nothing trained
 
 Every flag of `xlstmkit classify bench` is accepted (the recipe fields too, e.g. --max-epochs 100). The cells are
 kept in benchmarks/classification_results/cells.jsonl, so an interrupted run resumes where it stopped; delete that
@@ -69,6 +70,8 @@ def tune(args: argparse.Namespace) -> int:
     names = args.candidates or list(CANDIDATES)
     base = dict(max_epochs=args.max_epochs, patience=args.patience, time_budget=None)
     cells = []
+    if args.report:  # the table of every cell run so far, nothing trained
+        names, cells = [], list(done.values())
     for name in names:
         recipe = Recipe(**{**base, **CANDIDATES[name]})
         for model in args.models:
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--max-epochs", type=int, default=60)
         p.add_argument("--patience", type=int, default=15)
         p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--report", action="store_true", help="only write the table of the cells run so far")
         return tune(p.parse_args(argv[1:]))
     from xlstmkit.cli import main as cli
 
