@@ -183,8 +183,9 @@ def augment(x: torch.Tensor, mask: torch.Tensor, kinds: Sequence[str], *, scale_
         lo = pos.floor().long().clamp(0, S - 1)
         hi = (lo + 1).minimum((L.long() - 1).clamp(min=0)[:, None])
         frac = (pos - lo.to(x.dtype)).unsqueeze(-1)
-        gather = lambda idx: torch.gather(out, 1, idx.unsqueeze(-1).expand(B, S, C))  # noqa: E731
-        out = (gather(lo) * (1 - frac) + gather(hi) * frac) * m
+        at_lo = torch.gather(out, 1, lo.unsqueeze(-1).expand(B, S, C))
+        at_hi = torch.gather(out, 1, hi.unsqueeze(-1).expand(B, S, C))
+        out = (at_lo * (1 - frac) + at_hi * frac) * m
     if "scale" in kinds:
         out = out * torch.exp(scale_sd * torch.randn(B, 1, C, generator=generator, dtype=x.dtype))
     if "jitter" in kinds:
