@@ -106,6 +106,7 @@ def test_bench_writes_the_table_beside_published_accuracies_and_resumes(tmp_path
     (["classify", "bench", "--models", "xlstm-bi", "svm"], "unknown ['svm']"),
     (["classify", "--dataset", "GunPoint", "--model", "svm"], "invalid choice: 'svm'"),
     (["classify", "--dataset", "GunPoint", "--lr", "0"], "--lr"),
+    (["classify", "--dataset", "GunPoint", "--augment", "slice,warp"], "--augment: unknown kind(s) warp"),
     (["classify", "--dataset", "GunPoint", "--dtype", "bfloat16"], "trains in float32"),
 ])
 def test_bad_input_is_a_one_line_error(argv, msg, capsys):

@@ -378,3 +378,5 @@ def test_augment_refuses_unknown_kinds_and_ratios():
         C.augment(x, mask, ("warp",))
     with pytest.raises(ValueError, match="slice_ratio"):
         C.augment(x, mask, ("slice",), slice_ratio=0.0)
+    with pytest.raises(ValueError, match="right-padded"):
+        C.augment(x, mask.flip(1), ("jitter",))

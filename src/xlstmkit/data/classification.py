@@ -170,6 +170,8 @@ def augment(x: torch.Tensor, mask: torch.Tensor, kinds: Sequence[str], *, scale_
     if not 0.0 < slice_ratio <= 1.0:
         raise ValueError(f"slice_ratio must be in (0, 1], got {slice_ratio}")
     B, S, C = x.shape
+    if not torch.equal(mask, torch.arange(S) < mask.sum(1, keepdim=True)):
+        raise ValueError("augment takes right-padded batches (each row's real steps first), as pad_series makes them")
     m = mask.unsqueeze(-1).to(x.dtype)
     out = x
     if "slice" in kinds:
