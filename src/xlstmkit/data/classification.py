@@ -169,8 +169,10 @@ def augment(x: torch.Tensor, mask: torch.Tensor, kinds: Sequence[str], *, scale_
         raise ValueError(f"unknown augmentation(s) {bad}; choose from {', '.join(AUGMENTATIONS)}")
     if not 0.0 < slice_ratio <= 1.0:
         raise ValueError(f"slice_ratio must be in (0, 1], got {slice_ratio}")
+    from ..nn.direction import is_right_padded
+
     B, S, C = x.shape
-    if not torch.equal(mask, torch.arange(S) < mask.sum(1, keepdim=True)):
+    if not is_right_padded(mask):
         raise ValueError("augment takes right-padded batches (each row's real steps first), as pad_series makes them")
     m = mask.unsqueeze(-1).to(x.dtype)
     out = x
